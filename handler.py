@@ -1,0 +1,61 @@
+"""RunPod Serverless entry point: settings -> engine handle -> job handler -> runpod.serverless.start.
+
+    python handler.py                                  # local test mode, runs test_input.json once
+    python handler.py --test_input '{"input": {...}}'  # local test mode, this input
+    python handler.py --rp_serve_api                   # the SDK's local HTTP server (/run, /runsync, /stream)
+
+On RunPod (RUNPOD_WEBHOOK_GET_JOB set) it takes jobs until the platform stops it. Settings come from
+environment variables (config/settings.py; the README lists them).
+"""
+
+import logging
+import os
+import sys
+
+import runpod
+
+from config.settings import SettingsError, load_settings
+from worker.engine import EngineHandle, EngineStartError
+from worker.handler import JobHandler, collect_stream
+from worker.logs import configure_logging
+
+log = logging.getLogger("worker")
+
+
+def is_local_test_run(argv: list[str]) -> bool:
+    """Whether the SDK will run one job from test_input and exit (it calls handlers without streaming)."""
+    if "--rp_serve_api" in argv or os.environ.get("RUNPOD_REALTIME_PORT"):
+        return False
+    return any(arg.startswith("--test_input") for arg in argv) or not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
+
+
+def main() -> None:
+    configure_logging()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        log.error("%s", error)
+        sys.exit(2)
+    log.info("settings: %s", settings.masked())
+
+    from worker.fitness import register_fitness_checks
+
+    register_fitness_checks(settings)
+    engine = EngineHandle(settings)
+    if settings.warm_start:
+        try:
+            engine.start_now()
+        except EngineStartError:
+            sys.exit(1)  # the reason is logged; the platform replaces this worker
+    handler = JobHandler(settings, engine)
+    runpod.serverless.start(
+        {
+            "handler": collect_stream(handler) if is_local_test_run(sys.argv[1:]) else handler,
+            "concurrency_modifier": handler.concurrency,
+            "return_aggregate_stream": True,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The job handler the runpod SDK calls: route a job, run it on the shared engine, yield its output.
+
+Native jobs yield stream chunks (stream: true) or one whole result; `openai_route` jobs go to
+vLLM's own OpenAI serving layer (worker/openai.py). Every failure a caller can cause or see ends as
+one structured error chunk ({"error": "<JSON>"}); the worker keeps serving the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from config.settings import WorkerSettings
+from worker.engine import EngineHandle, EngineStartError
+from worker.errors import JobError
+from worker.jobs import build_engine_request, parse_job_input
+from worker.streaming import JobClock, final_result, stream_chunks
+
+log = logging.getLogger("worker.handler")
+
+
+@contextlib.asynccontextmanager
+async def abort_after(timeout_s: float, engine: Any, request_id: str) -> AsyncIterator[None]:
+    """Abort the engine request once `timeout_s` has passed, then fail the job with a timeout error.
+
+    One timer per job rather than a timeout around each await: nothing per token, and a deadline
+    never fires inside the SDK's own code between two yields.
+    """
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        asyncio.ensure_future(engine.abort(request_id))
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    try:
+        yield
+    finally:
+        timer.cancel()
+    if expired:
+        log.warning("request %s exceeded JOB_TIMEOUT_S=%g and was aborted", request_id, timeout_s)
+        raise JobError(
+            "timeout",
+            f"the job ran longer than JOB_TIMEOUT_S={timeout_s:g} s and was aborted",
+            "Ask for fewer tokens (max_tokens), or raise JOB_TIMEOUT_S on the endpoint.",
+        )
+
+
+class JobHandler:
+    """Callable async generator: `handler(job)` -> job output chunks."""
+
+    def __init__(self, settings: WorkerSettings, engine: EngineHandle) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._openai = None  # built on the first openai_route job
+
+    def concurrency(self, current: int) -> int:
+        """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching)."""
+        return self.settings.max_concurrency
+
+    async def __call__(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+        job_id = str(job.get("id") or uuid.uuid4())
+        clock = JobClock()
+        job_input = job.get("input")
+        try:
+            if isinstance(job_input, dict) and "openai_route" in job_input:
+                async for chunk in self._run_openai(job_input, job_id):
+                    yield chunk
+            else:
+                async for chunk in self._run_native(job_input, job_id, clock):
+                    yield chunk
+        except JobError as error:
+            log.info("job %s failed: %s", job_id, error.type)
+            yield error.as_job_output()
+        except EngineStartError as error:
+            yield JobError("engine_start_failed", str(error), "Fix the configuration named above; the worker restarts.").as_job_output()
+        except Exception as error:  # engine death and anything unforeseen: fail this job, log why
+            yield self._unexpected(job_id, error).as_job_output()
+
+    async def _run_native(self, job_input: Any, job_id: str, clock: JobClock) -> AsyncIterator[Any]:
+        job = parse_job_input(job_input)
+        engine = await self.engine.get()
+        clock.engine_ready()
+        request = build_engine_request(
+            job,
+            engine.get_tokenizer(),
+            max_model_len=engine.model_config.max_model_len,
+            default_max_tokens=self.settings.default_max_tokens,
+        )
+        # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
+        request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
+        outputs = engine.generate(
+            {"prompt_token_ids": request.prompt_token_ids}, request.sampling_params, request_id=request_id
+        )
+        # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request.
+        async with contextlib.aclosing(outputs), abort_after(self.settings.job_timeout_s, engine, request_id):
+            if request.stream:
+                async for chunk in stream_chunks(
+                    outputs,
+                    clock,
+                    flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
+                    max_chunk_chars=self.settings.stream_max_chunk_chars,
+                ):
+                    yield chunk
+            else:
+                async for output in outputs:
+                    # An aborted request (JOB_TIMEOUT_S) ends in abort_after's error, not a partial result.
+                    if output.finished and not any(c.finish_reason == "abort" for c in output.outputs):
+                        yield final_result(output, clock)
+
+    async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+        from worker.openai import OpenAIRoutes
+
+        engine = await self.engine.get()
+        if self._openai is None:
+            self._openai = await OpenAIRoutes.create(engine, self.settings)
+        async for chunk in self._openai.handle(job_input, job_id):
+            yield chunk
+
+    def _unexpected(self, job_id: str, error: Exception) -> JobError:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(error, EngineDeadError) or (self.engine.engine is not None and self.engine.engine.errored):
+            self.engine.report_dead()
+            return JobError(
+                "engine_dead",
+                "the vLLM engine process died while this job ran; the worker is restarting",
+                "Retry the job; it will run on a fresh worker.",
+            )
+        log.exception("job %s failed unexpectedly", job_id)
+        return JobError("internal_error", f"{type(error).__name__}: {error}", "Retry; if it repeats, report it with the worker log.")
+
+
+def collect_stream(handler: JobHandler):
+    """A non-generator view of the handler for the SDK's local test mode, which runs handlers with
+    `run_job` and would otherwise print a generator object: one result, or the list of stream chunks."""
+
+    async def run_to_end(job: dict[str, Any]) -> Any:
+        chunks = [chunk async for chunk in handler(job)]
+        errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
+        if errors:
+            return errors[-1]
+        return chunks[0] if len(chunks) == 1 else chunks
+
+    return run_to_end

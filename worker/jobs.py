@@ -1,0 +1,202 @@
+"""Native job input: the schema, and how a validated job becomes a vLLM request.
+
+    {"input": {"prompt": "..." | "messages": [{"role": ..., "content": ...}],
+               "sampling_params": {<vLLM SamplingParams fields>}, "stream": false}}
+
+The sampling-parameter schema is derived from vLLM's own SamplingParams annotations (no types
+written by hand); vLLM's SamplingParams then checks ranges (temperature >= 0, top_p in (0, 1], ...).
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from vllm import SamplingParams
+from vllm.exceptions import VLLMValidationError
+from vllm.sampling_params import RequestOutputKind
+
+from worker.errors import JobError, from_validation_error, invalid_input
+
+# SamplingParams fields a job may set; the rest are vLLM internals.
+USER_SAMPLING_FIELDS = (
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "bad_words",
+    "ignore_eos",
+    "max_tokens",
+    "min_tokens",
+    "logprobs",
+    "prompt_logprobs",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "include_stop_str_in_output",
+    "logit_bias",
+    "allowed_token_ids",
+    "structured_outputs",
+)
+
+# Bounds vLLM leaves open but a shared worker must not: each costs memory or per-token work.
+MAX_N = 16
+MAX_STOP_STRINGS = 64
+MAX_LOGPROBS = 20
+
+
+@cache
+def sampling_params_model() -> type[BaseModel]:
+    """A strict pydantic model of the user-settable SamplingParams fields, typed from vLLM's hints."""
+    hints = typing.get_type_hints(SamplingParams)
+    fields = {name: (hints[name] | None, None) for name in USER_SAMPLING_FIELDS}
+    return create_model(
+        "SamplingParamsInput",
+        __config__=ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+    name: str | None = None
+
+
+class NativeJobInput(BaseModel):
+    """What a native job's `input` may hold."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    sampling_params: dict[str, Any] = Field(default_factory=dict)
+    stream: bool = False
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exactly_one_prompt(self) -> "NativeJobInput":
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' (a string) or 'messages' (a chat list)")
+        return self
+
+
+@dataclass
+class EngineRequest:
+    """A job turned into what AsyncLLM.generate takes, plus what the output needs."""
+
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    stream: bool
+
+
+def parse_job_input(raw: Any) -> NativeJobInput:
+    if not isinstance(raw, dict):
+        raise invalid_input("input", f"must be a JSON object, got {type(raw).__name__}")
+    try:
+        job = NativeJobInput.model_validate(raw)
+        sampling = sampling_params_model().model_validate(job.sampling_params)
+    except ValidationError as error:
+        # Errors raised inside sampling_params' own model carry paths relative to it.
+        prefix = "input" if _is_top_level(error) else "input.sampling_params"
+        raise from_validation_error(error, prefix=prefix) from None
+    # Keep the validated values (e.g. structured_outputs as vLLM's dataclass), only those the job set.
+    job.sampling_params = {name: getattr(sampling, name) for name in sampling.model_fields_set}
+    return job
+
+
+def _is_top_level(error: ValidationError) -> bool:
+    return error.title == NativeJobInput.__name__
+
+
+def build_engine_request(
+    job: NativeJobInput, tokenizer: Any, *, max_model_len: int, default_max_tokens: int
+) -> EngineRequest:
+    """Tokenize the prompt (rendering chat messages with the model's template) and make SamplingParams."""
+    prompt_token_ids = _tokenize(job, tokenizer)
+    room = max_model_len - len(prompt_token_ids)
+    if room <= 0:
+        raise invalid_input(
+            "input.messages" if job.messages is not None else "input.prompt",
+            f"the prompt is {len(prompt_token_ids)} tokens; this model's context is {max_model_len} tokens",
+            "Shorten the prompt (or raise MAX_MODEL_LEN if the model supports a longer context).",
+        )
+
+    params = dict(job.sampling_params)
+    _check_bounds(params)
+    max_tokens = params.get("max_tokens")
+    if max_tokens is None:
+        # Useful by default: the rest of the context, capped by DEFAULT_MAX_TOKENS.
+        params["max_tokens"] = min(room, default_max_tokens)
+    elif max_tokens > room:
+        raise invalid_input(
+            "input.sampling_params.max_tokens",
+            f"{max_tokens} tokens do not fit: the prompt uses {len(prompt_token_ids)} of {max_model_len} tokens",
+            f"Set max_tokens to at most {room}, or leave it out to use the rest of the context.",
+        )
+    params["output_kind"] = RequestOutputKind.DELTA if job.stream else RequestOutputKind.FINAL_ONLY
+    try:
+        sampling_params = SamplingParams(**params)
+    except (VLLMValidationError, ValueError, TypeError) as error:
+        raise _sampling_error(error) from None
+    return EngineRequest(prompt_token_ids, sampling_params, job.stream)
+
+
+def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
+    if job.prompt is not None:
+        if not job.prompt:
+            raise invalid_input("input.prompt", "is empty", "Send the text to complete.")
+        return tokenizer.encode(job.prompt)
+    messages = [message.model_dump(exclude_none=True) for message in job.messages or []]
+    try:
+        text = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **job.chat_template_kwargs
+        )
+    except Exception as error:  # a template raises whatever its author chose
+        raise invalid_input(
+            "input.messages",
+            f"the model's chat template rejected them: {error}",
+            "Check the roles and their order for this model (some templates need user/assistant turns to alternate).",
+        ) from None
+    # The template already placed the special tokens.
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def _check_bounds(params: dict[str, Any]) -> None:
+    n = params.get("n")
+    if n is not None and n > MAX_N:
+        raise invalid_input("input.sampling_params.n", f"{n} is above the limit of {MAX_N}", f"Use n <= {MAX_N}.")
+    stop = params.get("stop")
+    if isinstance(stop, list) and len(stop) > MAX_STOP_STRINGS:
+        raise invalid_input(
+            "input.sampling_params.stop",
+            f"{len(stop)} stop strings are above the limit of {MAX_STOP_STRINGS}",
+            f"Send at most {MAX_STOP_STRINGS}.",
+        )
+    for name in ("logprobs", "prompt_logprobs"):
+        value = params.get(name)
+        if value is not None and value > MAX_LOGPROBS:
+            raise invalid_input(
+                f"input.sampling_params.{name}", f"{value} is above the limit of {MAX_LOGPROBS}", f"Use at most {MAX_LOGPROBS}."
+            )
+
+
+def _sampling_error(error: Exception) -> JobError:
+    message = str(error)
+    field = getattr(error, "parameter", None) or next((name for name in USER_SAMPLING_FIELDS if name in message), None)
+    return invalid_input(
+        f"input.sampling_params.{field}" if field else "input.sampling_params",
+        message,
+        "See vLLM's SamplingParams documentation for the allowed range.",
+    )

@@ -1,0 +1,179 @@
+"""vLLM outputs -> job output chunks.
+
+Each chunk a job yields is one HTTP POST to RunPod's stream endpoint, so deltas are coalesced:
+the first goes out at once (time to first token), later ones at most every `flush_interval_s`
+or once `max_chunk_chars` are waiting, and the last one flushes everything with finish_reason,
+usage and metrics. vLLM's incremental detokenizer only emits whole characters, and chunks only
+concatenate its deltas, so a chunk never splits a multi-byte UTF-8 character.
+
+Per token this does a clock read and a list append: no validation, no logging, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm.outputs import RequestOutput
+
+
+@dataclass
+class JobClock:
+    """Times of a job's life, for the per-job metrics in its final output."""
+
+    received: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # the engine was ready and the request went in
+    first_token: float | None = None
+    last_token: float | None = None
+
+    def engine_ready(self) -> None:
+        self.started = time.perf_counter()
+
+    def token_seen(self) -> None:
+        now = time.perf_counter()
+        if self.first_token is None:
+            self.first_token = now
+        self.last_token = now
+
+
+@dataclass
+class _Choice:
+    pending: list[str] = field(default_factory=list)
+    pending_chars: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    reported_finish: bool = False
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def job_metrics(clock: JobClock, completion_tokens: int, last: RequestOutput | None) -> dict[str, Any]:
+    """Per-job timing: time to first token, generation speed, and time queued inside the engine."""
+    metrics: dict[str, Any] = {}
+    started = clock.started or clock.received
+    if started - clock.received > 0.001:
+        # Only a job that arrived while the engine was still starting (cold start) waited here.
+        metrics["engine_start_wait_ms"] = round((started - clock.received) * 1000, 2)
+    if clock.first_token is not None:
+        metrics["time_to_first_token_ms"] = round((clock.first_token - started) * 1000, 2)
+        generation_s = (clock.last_token or clock.first_token) - clock.first_token
+        if completion_tokens > 1 and generation_s > 0:
+            # The first token is prefill; speed counts the decode steps after it.
+            metrics["generation_tokens_per_s"] = round((completion_tokens - 1) / generation_s, 1)
+    stats = getattr(last, "metrics", None)
+    if stats is not None and getattr(stats, "scheduled_ts", 0) and getattr(stats, "queued_ts", 0):
+        metrics["queue_ms"] = round(max(0.0, stats.scheduled_ts - stats.queued_ts) * 1000, 2)
+    metrics["total_ms"] = round((time.perf_counter() - clock.received) * 1000, 2)
+    return metrics
+
+
+async def stream_chunks(
+    outputs: AsyncIterator[RequestOutput],
+    clock: JobClock,
+    *,
+    flush_interval_s: float,
+    max_chunk_chars: int,
+) -> AsyncIterator[dict[str, Any]]:
+    """Coalesce DELTA-mode RequestOutputs into job chunks {"choices": [{"index", "text", ...}]}."""
+    choices: dict[int, _Choice] = {}
+    prompt_tokens = 0
+    last_flush = None  # None until the first chunk has gone out
+    last: RequestOutput | None = None
+
+    async for output in outputs:
+        last = output
+        clock.token_seen()
+        waiting_chars = 0
+        for completion in output.outputs:
+            choice = choices.get(completion.index)
+            if choice is None:
+                choice = choices[completion.index] = _Choice()
+            if completion.text:
+                choice.pending.append(completion.text)
+                choice.pending_chars += len(completion.text)
+            choice.completion_tokens += len(completion.token_ids)
+            if completion.finish_reason is not None:
+                choice.finish_reason = completion.finish_reason
+                choice.stop_reason = completion.stop_reason
+            waiting_chars += choice.pending_chars
+        if output.prompt_token_ids is not None:
+            prompt_tokens = len(output.prompt_token_ids)
+        if output.finished:
+            break
+        now = time.perf_counter()
+        newly_finished = any(c.finish_reason and not c.reported_finish for c in choices.values())
+        if (
+            last_flush is None
+            or now - last_flush >= flush_interval_s
+            or waiting_chars >= max_chunk_chars
+            or newly_finished
+        ):
+            chunk = _drain(choices)
+            if chunk["choices"]:
+                last_flush = now
+                yield chunk
+
+    final = _drain(choices, final=True)
+    completion_tokens = sum(c.completion_tokens for c in choices.values())
+    final["usage"] = usage(prompt_tokens, completion_tokens)
+    final["metrics"] = job_metrics(clock, completion_tokens, last)
+    yield final
+
+
+def _drain(choices: dict[int, _Choice], final: bool = False) -> dict[str, Any]:
+    out = []
+    for index in sorted(choices):
+        choice = choices[index]
+        report_finish = choice.finish_reason is not None and not choice.reported_finish
+        if not choice.pending and not report_finish and not final:
+            continue
+        item: dict[str, Any] = {"index": index, "text": "".join(choice.pending)}
+        if report_finish:
+            item["finish_reason"] = choice.finish_reason
+            if choice.stop_reason is not None:
+                item["stop_reason"] = choice.stop_reason
+            choice.reported_finish = True
+        if report_finish or choice.pending or final:
+            out.append(item)
+        choice.pending.clear()
+        choice.pending_chars = 0
+    return {"choices": out}
+
+
+def final_result(output: RequestOutput, clock: JobClock) -> dict[str, Any]:
+    """A non-streamed job's whole result from one FINAL_ONLY RequestOutput."""
+    clock.token_seen()
+    choices = []
+    completion_tokens = 0
+    for completion in sorted(output.outputs, key=lambda c: c.index):
+        item: dict[str, Any] = {
+            "index": completion.index,
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+        }
+        if completion.stop_reason is not None:
+            item["stop_reason"] = completion.stop_reason
+        choices.append(item)
+        completion_tokens += len(completion.token_ids)
+    prompt_tokens = len(output.prompt_token_ids or [])
+    metrics = job_metrics(clock, completion_tokens, output)
+    # FINAL_ONLY sees no individual tokens: take first-token timing from the engine's stats.
+    stats = output.metrics
+    if stats is not None and stats.first_token_latency:
+        metrics["time_to_first_token_ms"] = round(stats.first_token_latency * 1000, 2)
+        decode_s = (stats.last_token_ts - stats.first_token_ts) if stats.last_token_ts else 0
+        if completion_tokens > 1 and decode_s > 0:
+            metrics["generation_tokens_per_s"] = round((completion_tokens - 1) / decode_s, 1)
+    else:
+        metrics.pop("time_to_first_token_ms", None)
+        metrics.pop("generation_tokens_per_s", None)
+    return {"choices": choices, "usage": usage(prompt_tokens, completion_tokens), "metrics": metrics}
