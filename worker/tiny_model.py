@@ -104,6 +104,10 @@ def make_tiny_model(path: str | Path = DEFAULT_PATH, *, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float16)
+    with torch.no_grad():
+        # Zero logits for the special tokens: random weights would otherwise end some generations at
+        # once with EOS, and tests want text. Stop strings and max_tokens still end generations.
+        model.lm_head.weight[tokenizer.all_special_ids] = 0
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     # transformers may put the template in its own file; keep it in tokenizer_config.json too,

@@ -1,0 +1,79 @@
+"""The worker as users run it: `python handler.py` in the runpod SDK's local test mode, in a subprocess.
+
+Also the real test of tensor parallelism on the CPU backend: greedy tokens at TENSOR_PARALLEL_SIZE=2
+equal those at 1, and an invalid size fails fast, before vLLM is built.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+
+import pytest
+
+from conftest import ROOT, run_local_mode, job_error
+
+GREEDY_JOB = {"prompt": "The capital of France is", "sampling_params": {"temperature": 0, "max_tokens": 32}}
+
+
+def job_result(stdout: str) -> dict:
+    """The SDK's local mode logs `Job result: {...}` (a Python dict repr) once the job ends."""
+    match = re.search(r"Job result: (\{.*\})\s*$", stdout, re.MULTILINE)
+    assert match, stdout[-3000:]
+    return ast.literal_eval(match.group(1))
+
+
+def test_test_input_json_at_the_root_is_valid_and_runs(tiny_model):
+    test_input = json.loads((ROOT / "test_input.json").read_text())
+    done = run_local_mode(tiny_model, test_input["input"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = job_result(done.stdout)["output"]
+    assert output["choices"][0]["text"]
+    assert output["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_tensor_parallel_2_gives_the_same_greedy_output_as_1(tiny_model, run_job):
+    single = run_job(GREEDY_JOB)[0]
+    done = run_local_mode(tiny_model, GREEDY_JOB, TENSOR_PARALLEL_SIZE="2", VLLM_CPU_OMP_THREADS_BIND="0|1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "tensor_parallel_size=2" in done.stdout + done.stderr
+    tp2 = job_result(done.stdout)["output"]
+    assert tp2["choices"][0]["text"] == single["choices"][0]["text"]
+    assert tp2["usage"] == single["usage"]
+
+
+def test_stream_job_in_local_mode_prints_all_chunks(tiny_model):
+    done = run_local_mode(tiny_model, {**GREEDY_JOB, "stream": True}, STREAM_FLUSH_INTERVAL_MS="0")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    chunks = job_result(done.stdout)["output"]
+    assert isinstance(chunks, list) and len(chunks) > 1
+    assert chunks[-1]["usage"]["completion_tokens"] == 32
+
+
+def test_invalid_tensor_parallel_size_fails_fast_before_vllm_is_built(tiny_model):
+    started = time.perf_counter()
+    done = run_local_mode(tiny_model, GREEDY_JOB, TENSOR_PARALLEL_SIZE="3", timeout=120)
+    elapsed = time.perf_counter() - started
+    assert done.returncode != 0
+    log = done.stdout + done.stderr
+    assert "building the vLLM engine" not in log
+    error = job_error([job_result_or_error(done.stdout)])
+    assert error["type"] == "engine_start_failed"
+    # The message names the model's shape and the sizes to use instead.
+    assert "3" in error["message"] and "1, 2, 4" in error["message"], error["message"]
+    assert elapsed < 60
+
+
+def job_result_or_error(stdout: str) -> dict:
+    match = re.search(r"failed with error: (.*)$", stdout, re.MULTILINE)
+    assert match, stdout[-3000:]
+    return {"error": match.group(1)}
+
+
+def test_bad_setting_stops_the_worker_with_one_message(tiny_model):
+    done = run_local_mode(tiny_model, GREEDY_JOB, DTYPE="float64", timeout=60)
+    assert done.returncode == 2
+    assert "DTYPE='float64'" in done.stderr and "auto, float16, bfloat16, float32" in done.stderr

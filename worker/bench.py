@@ -1,0 +1,223 @@
+"""Benchmark the worker against vLLM itself: `python -m worker.bench`.
+
+For each tensor-parallel size it builds one engine (the worker's own start-up path) and, for each
+concurrency, runs the same streamed load twice: through the worker's handler (as the runpod SDK calls
+it, minus the HTTP posts) and straight on vLLM's engine. It prints one table (modelled on the
+tensor-parallelism guide's throughput table) and, with --json, writes the numbers for tracking.
+
+    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m worker.bench --tp 1 2 --concurrency 1 8 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from config.settings import load_settings
+
+
+@dataclass
+class LoadResult:
+    path: str  # "worker" or "vllm"
+    tp: int
+    concurrency: int
+    jobs: int
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    tokens_per_s_per_stream: float
+    tokens_per_s_aggregate: float
+    chunks_per_job: float
+    wall_s: float
+
+
+@dataclass
+class JobTiming:
+    ttft_s: float
+    tokens: int
+    decode_s: float
+    chunks: int
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(path: str, tp: int, concurrency: int, timings: list[JobTiming], wall_s: float) -> LoadResult:
+    per_stream = [t.tokens / t.decode_s for t in timings if t.decode_s > 0]
+    return LoadResult(
+        path=path,
+        tp=tp,
+        concurrency=concurrency,
+        jobs=len(timings),
+        ttft_p50_ms=round(percentile([t.ttft_s for t in timings], 50) * 1000, 2),
+        ttft_p95_ms=round(percentile([t.ttft_s for t in timings], 95) * 1000, 2),
+        tokens_per_s_per_stream=round(statistics.mean(per_stream), 1) if per_stream else 0.0,
+        tokens_per_s_aggregate=round(sum(t.tokens for t in timings) / wall_s, 1),
+        chunks_per_job=round(statistics.mean(t.chunks for t in timings), 1),
+        wall_s=round(wall_s, 2),
+    )
+
+
+def job_input(i: int, max_tokens: int) -> dict:
+    return {
+        "prompt": f"Benchmark request {i}: explain tensor parallelism.",
+        "sampling_params": {"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True},
+        "stream": True,
+    }
+
+
+async def through_worker(handler, i: int, max_tokens: int) -> JobTiming:
+    started = time.perf_counter()
+    first = last = None
+    chunks = 0
+    tokens = 0
+    async for chunk in handler({"id": f"bench-{i}", "input": job_input(i, max_tokens)}):
+        now = time.perf_counter()
+        if "error" in chunk:
+            raise RuntimeError(chunk["error"])
+        chunks += 1
+        first = first or now
+        last = now
+        if "usage" in chunk:
+            tokens = chunk["usage"]["completion_tokens"]
+    return JobTiming(first - started, tokens, last - first, chunks)
+
+
+async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTiming:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    started = time.perf_counter()
+    request = job_input(i, max_tokens)
+    # The same work the worker does before generate (tokenize), so the comparison is like for like.
+    prompt_ids = tokenizer.encode(request["prompt"])
+    params = SamplingParams(**request["sampling_params"], output_kind=RequestOutputKind.DELTA)
+    first = last = None
+    chunks = tokens = 0
+    async for output in engine.generate({"prompt_token_ids": prompt_ids}, params, request_id=uuid.uuid4().hex):
+        now = time.perf_counter()
+        first = first or now
+        last = now
+        chunks += 1
+        tokens += len(output.outputs[0].token_ids)
+    return JobTiming(first - started, tokens, last - first, chunks)
+
+
+async def run_load(make_job, concurrency: int, jobs: int) -> tuple[list[JobTiming], float]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> JobTiming:
+        async with semaphore:
+            return await make_job(i)
+
+    started = time.perf_counter()
+    timings = await asyncio.gather(*(one(i) for i in range(jobs)))
+    return list(timings), time.perf_counter() - started
+
+
+async def bench_tp(tp: int, concurrencies: list[int], max_tokens: int, jobs_per_level: int, rounds: int) -> tuple[float, list[LoadResult]]:
+    from worker.engine import EngineHandle
+    from worker.handler import JobHandler
+
+    settings = load_settings(tensor_parallel_size=tp, max_concurrency=max(concurrencies))
+    handle = EngineHandle(settings)
+    engine = await handle.get()
+    handler = JobHandler(settings, handle)
+    tokenizer = engine.get_tokenizer()
+    results = []
+    try:
+        await run_load(lambda i: through_worker(handler, i, 16), 2, 4)  # warm-up
+        for concurrency in concurrencies:
+            jobs = max(concurrency, jobs_per_level)
+            for path in ("worker", "vllm") * rounds:
+                if path == "worker":
+                    timings, wall = await run_load(lambda i: through_worker(handler, i, max_tokens), concurrency, jobs)
+                else:
+                    timings, wall = await run_load(lambda i: straight_on_vllm(engine, tokenizer, i, max_tokens), concurrency, jobs)
+                results.append(summarize(path, tp, concurrency, timings, wall))
+    finally:
+        handle.shutdown()
+    return handle.load_seconds or 0.0, merge_rounds(results)
+
+
+def merge_rounds(results: list[LoadResult]) -> list[LoadResult]:
+    """Alternating rounds smooth out drift on a shared machine: keep the median of each metric."""
+    merged = []
+    keys = sorted({(r.tp, r.concurrency, r.path) for r in results}, key=lambda k: (k[0], k[1], k[2] != "worker"))
+    for tp, concurrency, path in keys:
+        group = [r for r in results if (r.tp, r.concurrency, r.path) == (tp, concurrency, path)]
+        row = asdict(group[0])
+        for field in ("ttft_p50_ms", "ttft_p95_ms", "tokens_per_s_per_stream", "tokens_per_s_aggregate", "chunks_per_job", "wall_s"):
+            row[field] = round(statistics.median(getattr(r, field) for r in group), 2)
+        merged.append(LoadResult(**row))
+    return merged
+
+
+def render_table(load_times: dict[int, float], results: list[LoadResult], max_tokens: int) -> str:
+    lines = [
+        f"max_tokens={max_tokens} per job (ignore_eos), streamed; 'worker' = handler path as the SDK calls it, 'vllm' = AsyncLLM.generate",
+        "",
+        "| TP | load s | conc | path   | TTFT p50 ms | TTFT p95 ms | tok/s/stream | tok/s total | chunks/job | worker/vllm tok/s | +TTFT p50 ms |",
+        "|---:|-------:|-----:|:-------|------------:|------------:|-------------:|------------:|-----------:|------------------:|-------------:|",
+    ]
+    by_key = {(r.tp, r.concurrency, r.path): r for r in results}
+    for r in results:
+        raw = by_key.get((r.tp, r.concurrency, "vllm"))
+        ratio = added = ""
+        if r.path == "worker" and raw is not None:
+            ratio = f"{r.tokens_per_s_aggregate / raw.tokens_per_s_aggregate:.3f}"
+            added = f"{r.ttft_p50_ms - raw.ttft_p50_ms:+.2f}"
+        lines.append(
+            f"| {r.tp} | {load_times[r.tp]:.1f} | {r.concurrency} | {r.path:<6} | {r.ttft_p50_ms:.2f} | {r.ttft_p95_ms:.2f} | "
+            f"{r.tokens_per_s_per_stream:.1f} | {r.tokens_per_s_aggregate:.1f} | {r.chunks_per_job:.1f} | {ratio} | {added} |"
+        )
+    return "\n".join(lines)
+
+
+def bind_cpu_threads(tp: int) -> None:
+    """On vLLM's CPU backend each TP rank needs its own cores (VLLM_CPU_OMP_THREADS_BIND)."""
+    from worker.parallel import visible_gpus
+
+    if visible_gpus().count == 0 and tp > 1:
+        cores = os.cpu_count() or tp
+        per_rank = max(1, cores // tp)
+        ranges = [f"{r * per_rank}-{r * per_rank + per_rank - 1}" if per_rank > 1 else str(r) for r in range(tp)]
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(ranges)
+    else:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark the worker's handler path against vLLM's engine.")
+    parser.add_argument("--tp", type=int, nargs="+", default=[1], help="tensor-parallel sizes to run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--jobs", type=int, default=32, help="jobs per concurrency level (at least the concurrency)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating worker/vllm rounds; medians are reported")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    load_times: dict[int, float] = {}
+    results: list[LoadResult] = []
+    for tp in args.tp:
+        bind_cpu_threads(tp)
+        load_s, rows = asyncio.run(bench_tp(tp, args.concurrency, args.max_tokens, args.jobs, args.rounds))
+        load_times[tp] = load_s
+        results.extend(rows)
+
+    print(render_table(load_times, results, args.max_tokens))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"max_tokens": args.max_tokens, "load_seconds": load_times, "results": [asdict(r) for r in results]}, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
