@@ -53,7 +53,9 @@ class WorkerSettings(BaseSettings):
     """Settings read from the environment (names are the upper-case field names)."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", validate_default=True, frozen=True
+        case_sensitive=False, extra="ignore", validate_default=True, frozen=True,
+        # RunPod sends a blank field as "": treat it as unset, not as an empty value.
+        env_ignore_empty=True,
     )
 
     # --- model -------------------------------------------------------------------------------
@@ -72,7 +74,7 @@ class WorkerSettings(BaseSettings):
     )
     model_cache_dir: str | None = Field(
         default=None,
-        description="Where models are downloaded. Default: /runpod-volume/huggingface-cache when a network "
+        description="Where models are downloaded. Default: /runpod-volume/huggingface-cache/hub when a network "
         "volume is mounted, else the Hugging Face default cache.",
     )
 

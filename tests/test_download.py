@@ -1,0 +1,326 @@
+"""worker/download.py on huggingface_hub's real functions: local folders, hand-made offline caches,
+and a small local stand-in for the Hub's HTTP API (gated, missing, bad revision, bad token, a real
+download). The Hugging Face Hub itself is never contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+from huggingface_hub import constants
+
+from config.settings import load_settings
+from worker import download
+from worker.download import ModelDownloadError, ensure_model
+
+TOKEN = "hf_SECRETtokenVALUE0123456789"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "acme/tiny-model"
+FILES = {"config.json": b'{"architectures": ["LlamaForCausalLM"]}', "model.safetensors": b"\x00" * 4096}
+
+
+@pytest.fixture(autouse=True)
+def isolated_hub(tmp_path, monkeypatch):
+    """Offline, with an empty default cache and no network volume, unless a test says otherwise."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "default-cache"))
+    monkeypatch.setattr(download, "VOLUME_ROOT", tmp_path / "no-volume")
+    monkeypatch.setattr(download, "BAKED_MODEL_DIR", tmp_path / "no-baked-model")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+def settings(**overrides):
+    return load_settings(**overrides)
+
+
+def fake_cache(cache_dir: Path, repo: str = REPO, commit: str = COMMIT, ref: str | None = "main") -> Path:
+    """The layout snapshot_download leaves: models--org--name/{refs/<ref>, snapshots/<commit>/...}."""
+    repo_dir = cache_dir / ("models--" + repo.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, data in FILES.items():
+        (snapshot / name).write_bytes(data)
+    if ref:
+        (repo_dir / "refs").mkdir()
+        (repo_dir / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def call(setting_overrides: dict, **kwargs) -> str:
+    return ensure_model(settings(**setting_overrides), **kwargs)
+
+
+# --- local folders -----------------------------------------------------------------------------
+
+
+def test_local_folder_is_returned_as_is(tmp_path):
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert call({"model_name": str(model)}) == str(model)
+
+
+def test_local_folder_without_config_json_is_refused(tmp_path):
+    model = tmp_path / "weights-only"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelDownloadError, match="without config.json") as raised:
+        call({"model_name": str(model)})
+    assert str(model) in str(raised.value)
+
+
+def test_missing_local_path_is_refused_without_going_to_the_hub(tmp_path):
+    with pytest.raises(ModelDownloadError, match="no such folder"):
+        call({"model_name": str(tmp_path / "not-there")})
+
+
+# --- the cache, offline ------------------------------------------------------------------------
+
+
+def test_offline_cache_hit_in_model_cache_dir(tmp_path):
+    snapshot = fake_cache(tmp_path / "cache")
+    path = call({"model_name": REPO, "model_cache_dir": str(tmp_path / "cache")})
+    assert Path(path) == snapshot
+    assert (Path(path) / "config.json").is_file()
+
+
+def test_offline_cache_hit_by_commit_revision(tmp_path):
+    snapshot = fake_cache(tmp_path / "cache", ref=None)
+    path = call({"model_name": REPO, "model_revision": COMMIT, "model_cache_dir": str(tmp_path / "cache")})
+    assert Path(path) == snapshot
+
+
+def test_network_volume_is_the_default_cache(tmp_path, monkeypatch):
+    volume = tmp_path / "runpod-volume"
+    volume.mkdir()
+    monkeypatch.setattr(download, "VOLUME_ROOT", volume)
+    snapshot = fake_cache(volume / "huggingface-cache" / "hub")
+    assert download.model_cache_dir(settings(model_name=REPO), volume) == volume / "huggingface-cache" / "hub"
+    assert Path(call({"model_name": REPO}, volume_root=volume)) == snapshot
+
+
+def test_without_volume_or_setting_the_hf_default_cache_is_used(tmp_path):
+    snapshot = fake_cache(tmp_path / "default-cache")
+    assert download.model_cache_dir(settings(model_name=REPO), tmp_path / "no-volume") == tmp_path / "default-cache"
+    assert Path(call({"model_name": REPO}, volume_root=tmp_path / "no-volume")) == snapshot
+
+
+def test_model_cache_dir_wins_over_the_volume(tmp_path):
+    volume = tmp_path / "runpod-volume"
+    volume.mkdir()
+    chosen = download.model_cache_dir(settings(model_name=REPO, model_cache_dir=str(tmp_path / "mine")), volume)
+    assert chosen == tmp_path / "mine" and chosen.is_dir()
+
+
+def test_offline_and_not_cached_names_the_model_and_the_way_out(tmp_path):
+    with pytest.raises(ModelDownloadError) as raised:
+        call({"model_name": REPO, "model_cache_dir": str(tmp_path / "empty"), "hf_token": TOKEN})
+    message = str(raised.value)
+    assert REPO in message and "HF_HUB_OFFLINE" in message and str(tmp_path / "empty") in message
+    assert TOKEN not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_offline_other_revision_is_not_cached(tmp_path):
+    fake_cache(tmp_path / "cache")
+    with pytest.raises(ModelDownloadError, match="revision v2"):
+        call({"model_name": REPO, "model_revision": "v2", "model_cache_dir": str(tmp_path / "cache")})
+
+
+def test_invalid_repo_id(tmp_path):
+    with pytest.raises(ModelDownloadError, match="valid Hugging Face repo id"):
+        call({"model_name": "not a/valid--id!", "model_cache_dir": str(tmp_path / "cache")})
+
+
+# --- baked into the image ------------------------------------------------------------------------
+
+
+def bake_offline(baked: Path, revision: str | None = None) -> Path:
+    snapshot = fake_cache(baked / "hub")
+    manifest = {"model_name": REPO, "revision": revision, "commit": COMMIT}
+    (baked / "manifest.json").write_text(json.dumps(manifest))
+    return snapshot
+
+
+def test_baked_copy_is_used_without_network(tmp_path):
+    snapshot = bake_offline(tmp_path / "baked")
+    assert Path(call({"model_name": REPO}, baked_dir=tmp_path / "baked")) == snapshot
+    assert Path(call({"model_name": REPO, "model_revision": COMMIT}, baked_dir=tmp_path / "baked")) == snapshot
+
+
+def test_baked_copy_of_another_model_or_revision_is_ignored(tmp_path):
+    bake_offline(tmp_path / "baked", revision="v1")
+    fake_cache(tmp_path / "cache", repo="other/model")
+    other = call({"model_name": "other/model", "model_cache_dir": str(tmp_path / "cache")}, baked_dir=tmp_path / "baked")
+    assert "models--other--model" in other
+    with pytest.raises(ModelDownloadError, match="HF_HUB_OFFLINE"):
+        call({"model_name": REPO, "model_revision": "v2", "model_cache_dir": str(tmp_path / "c")}, baked_dir=tmp_path / "baked")
+
+
+# --- a local stand-in for the Hub's HTTP API ------------------------------------------------------
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    """Answers the few routes snapshot_download uses; `mode` picks the failure, if any."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeHubHandler)
+        self.mode = "ok"
+        self.authorizations: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeHubHandler(http.server.BaseHTTPRequestHandler):
+    server: FakeHub
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET(body=False)
+
+    def do_GET(self, body: bool = True) -> None:
+        self.server.authorizations.append(self.headers.get("authorization"))
+        path = unquote(urlparse(self.path).path)
+        mode = self.server.mode
+        errors = {
+            "gated": (403, "GatedRepo", "Access to model acme/tiny-model is restricted."),
+            "missing": (401, "RepoNotFound", "Repository not found"),
+            "revision": (404, "RevisionNotFound", "Invalid rev id: v9"),
+            "bad-token": (401, None, "Invalid credentials in Authorization header"),
+            "forbidden": (403, None, "Forbidden"),
+            "down": (503, None, "Service unavailable"),
+        }
+        if mode in errors:
+            status, code, message = errors[mode]
+            headers = {"X-Error-Message": message} | ({"X-Error-Code": code} if code else {})
+            return self._send(status, json.dumps({"error": message}).encode(), headers, body)
+        if path.startswith(f"/api/models/{REPO}/revision/"):
+            info = {"id": REPO, "sha": COMMIT, "siblings": [{"rfilename": name} for name in FILES]}
+            return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
+        if path.startswith(f"/api/models/{REPO}/tree/"):
+            tree = [
+                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for name, data in FILES.items()
+            ]
+            return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
+        prefix = f"/{REPO}/resolve/{COMMIT}/"
+        if path.startswith(prefix) and path[len(prefix) :] in FILES:
+            data = FILES[path[len(prefix) :]]
+            etag = f'"{hashlib.sha1(data).hexdigest()}"'
+            return self._send(200, data, {"ETag": etag, "X-Repo-Commit": COMMIT}, body)
+        self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"}, body)
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str], body: bool) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    server = FakeHub()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_into_the_cache_for_real(hub, tmp_path):
+    path = Path(call({"model_name": REPO, "model_cache_dir": str(tmp_path / "cache"), "hf_token": TOKEN}))
+    assert path == tmp_path / "cache" / "models--acme--tiny-model" / "snapshots" / COMMIT
+    assert (path / "config.json").read_bytes() == FILES["config.json"]
+    assert f"Bearer {TOKEN}" in hub.authorizations
+
+
+@pytest.mark.parametrize(
+    ("mode", "token", "expected"),
+    [
+        ("gated", None, "is gated: accept its license"),
+        ("gated", TOKEN, "HF_TOKEN given has no access"),
+        ("missing", None, "HF_TOKEN is not set"),
+        ("missing", TOKEN, "Check MODEL_NAME"),
+        ("revision", TOKEN, "has no revision 'v9'"),
+        ("bad-token", TOKEN, "rejected HF_TOKEN"),
+        ("forbidden", TOKEN, "403 Forbidden"),
+        ("down", TOKEN, "retry"),
+    ],
+)
+def test_hub_errors_become_clear_messages(hub, tmp_path, mode, token, expected):
+    hub.mode = mode
+    overrides = {"model_name": REPO, "model_cache_dir": str(tmp_path / "cache"), "hf_token": token}
+    if mode == "revision":
+        overrides["model_revision"] = "v9"
+    with pytest.raises(ModelDownloadError) as raised:
+        call(overrides)
+    message = str(raised.value)
+    assert expected in message and REPO in message
+    assert TOKEN not in message and "Traceback" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_token_never_reaches_the_logs(hub, tmp_path, caplog):
+    hub.mode = "gated"
+    caplog.set_level("DEBUG")
+    with pytest.raises(ModelDownloadError):
+        call({"model_name": REPO, "model_cache_dir": str(tmp_path / "cache"), "hf_token": TOKEN})
+    assert TOKEN not in caplog.text
+
+
+# --- the build-time entry point ------------------------------------------------------------------
+
+
+def test_bake_then_the_worker_uses_the_baked_copy_offline(hub, tmp_path, monkeypatch, capsys):
+    secret = tmp_path / "hf_token"
+    secret.write_text(TOKEN + "\n")
+    monkeypatch.setenv("MODEL_NAME", REPO)
+    rc = download.main(["--bake", "--baked-dir", str(tmp_path / "baked"), "--token-file", str(secret)])
+    assert rc == 0
+    assert f"Bearer {TOKEN}" in hub.authorizations
+    manifest = json.loads((tmp_path / "baked" / "manifest.json").read_text())
+    assert manifest == {"model_name": REPO, "revision": None, "commit": COMMIT}
+    assert TOKEN not in json.dumps(manifest) + capsys.readouterr().out
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.mode = "down"
+    path = call({"model_name": REPO}, baked_dir=tmp_path / "baked")
+    assert Path(path) == tmp_path / "baked" / "hub" / "models--acme--tiny-model" / "snapshots" / COMMIT
+
+
+def test_bake_failure_exits_1_with_the_message(hub, tmp_path, monkeypatch, caplog):
+    hub.mode = "gated"
+    monkeypatch.setenv("MODEL_NAME", REPO)
+    rc = download.main(["--bake", "--baked-dir", str(tmp_path / "baked"), "--token-file", str(tmp_path / "none")])
+    assert rc == 1
+    assert "is gated" in caplog.text
+
+
+def test_download_progress_is_logged(tmp_path, caplog):
+    folder = tmp_path / "models--acme--tiny-model" / "blobs"
+    folder.mkdir(parents=True)
+    (folder / "abc.incomplete").write_bytes(b"\x00" * 2048)
+    caplog.set_level("INFO", logger="worker.download")
+    with download._ProgressLog("acme/tiny-model", folder.parent, interval_s=0.01):
+        (folder / "def.incomplete").write_bytes(b"\x00" * 2048)
+        deadline = time.monotonic() + 5
+        while "on disk" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert "model acme/tiny-model: 0.00 GiB on disk" in caplog.text

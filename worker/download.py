@@ -1,0 +1,382 @@
+"""Model files: where vLLM loads MODEL_NAME from, downloading it first when needed.
+
+`ensure_model(settings)` returns a local folder, in this order:
+  1. MODEL_NAME is a local folder (it must hold config.json): used as is.
+  2. The image has the model baked in (`python -m worker.download --bake` at build time wrote
+     BAKED_MODEL_DIR/manifest.json for this MODEL_NAME and revision): that copy, no network.
+  3. Otherwise huggingface_hub's snapshot_download into the cache: MODEL_CACHE_DIR if set, else
+     /runpod-volume/huggingface-cache/hub when a network volume is mounted (workers share it), else
+     the Hugging Face default (container disk). HF_HUB_OFFLINE=1 means the cache only.
+Hub failures (gated, missing, bad revision, bad token, offline and not cached) become one
+ModelDownloadError that names the model and what to do; the token never appears in it.
+
+    python -m worker.download           # fetch MODEL_NAME into the cache, print the folder
+    python -m worker.download --bake    # image build: fetch into BAKED_MODEL_DIR (token from a secret file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from config.settings import SettingsError, WorkerSettings, load_settings
+
+log = logging.getLogger("worker.download")
+
+VOLUME_ROOT = Path("/runpod-volume")
+# The same layout RunPod's cached models use, so a model cached by the platform is found too.
+VOLUME_CACHE_SUBDIR = Path("huggingface-cache/hub")
+# Written at image build time by `--bake`: hub/ (a Hugging Face cache) and manifest.json.
+BAKED_MODEL_DIR = Path("/opt/worker/baked-model")
+TOKEN_SECRET_FILE = Path("/run/secrets/hf_token")
+PROGRESS_LOG_INTERVAL_S = 30.0
+
+
+class ModelDownloadError(RuntimeError):
+    """The model could not be found or fetched; the message says which model and what to do."""
+
+
+def ensure_model(
+    settings: WorkerSettings,
+    *,
+    baked_dir: Path | None = None,
+    volume_root: Path | None = None,
+) -> str:
+    """The local folder vLLM should load for settings.model_name (downloading it if needed)."""
+    baked_dir = BAKED_MODEL_DIR if baked_dir is None else baked_dir
+    volume_root = VOLUME_ROOT if volume_root is None else volume_root
+    name = settings.model_name
+    if _looks_local(name):
+        _check_model_folder(name)
+        log.info("model %s: local folder", name)
+        return name
+    revision = settings.model_revision or None
+    token = _token(settings)
+    baked = find_baked_model(name, revision, baked_dir)
+    if baked is not None:
+        log.info("model %s: using the copy baked into the image at %s", name, baked)
+        return baked
+    return download_model(name, revision=revision, token=token, cache_dir=model_cache_dir(settings, volume_root))
+
+
+def model_cache_dir(settings: WorkerSettings, volume_root: Path = VOLUME_ROOT) -> Path:
+    """Where hub models are cached: MODEL_CACHE_DIR, else the network volume, else the HF default."""
+    from huggingface_hub import constants
+
+    if settings.model_cache_dir:
+        path = Path(settings.model_cache_dir).expanduser()
+        _make_writable_dir(path, f"MODEL_CACHE_DIR={settings.model_cache_dir}")
+        return path
+    if volume_root.is_dir():
+        path = volume_root / VOLUME_CACHE_SUBDIR
+        try:
+            _make_writable_dir(path, str(path))
+            return path
+        except ModelDownloadError as error:
+            # e.g. a non-root image on a root-owned volume: still start, from the container disk.
+            log.warning("%s; caching the model on the container disk instead", error)
+    return Path(constants.HF_HUB_CACHE)
+
+
+def find_baked_model(name: str, revision: str | None, baked_dir: Path = BAKED_MODEL_DIR) -> str | None:
+    """The baked snapshot folder when the image was built with this model (and revision), else None."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        manifest = json.loads((baked_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("model_name") != name:
+        log.info("model %s: the image has %s baked in, not this model", name, manifest.get("model_name"))
+        return None
+    if revision is not None and revision not in (manifest.get("revision"), manifest.get("commit")):
+        log.info("model %s: the baked copy is revision %s, not %s", name, manifest.get("revision"), revision)
+        return None
+    try:
+        return snapshot_download(
+            name, revision=manifest["commit"], cache_dir=baked_dir / "hub", local_files_only=True
+        )
+    except (LocalEntryNotFoundError, KeyError) as error:
+        log.warning("model %s: the baked copy in %s is unusable (%s)", name, baked_dir, type(error).__name__)
+        return None
+
+
+def download_model(name: str, *, revision: str | None, token: str | None, cache_dir: Path) -> str:
+    """snapshot_download with progress in the logs and hub errors turned into ModelDownloadError."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    offline = constants.is_offline_mode()
+    what = f"{name} (revision {revision or 'main'})"
+    log.info(
+        "model %s: %s %s",
+        what,
+        "looking up the cache (HF_HUB_OFFLINE is set) in" if offline else "downloading (or checking the cache) into",
+        cache_dir,
+    )
+    started = time.monotonic()
+    try:
+        with _ProgressLog(what, cache_dir / _repo_folder(repo_folder_name, name)):
+            path = snapshot_download(
+                name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=offline
+            )
+    except Exception as error:  # every hub, network and disk failure ends here
+        raise ModelDownloadError(
+            _redact(describe_download_error(error, name, revision, cache_dir, has_token=bool(token)), token)
+        ) from None
+    log.info("model %s: ready at %s (%.1f s)", what, path, time.monotonic() - started)
+    return path
+
+
+def describe_download_error(
+    error: BaseException, name: str, revision: str | None, cache_dir: Path, *, has_token: bool
+) -> str:
+    """A message for the user: which model, what went wrong, what to do. Built from our own words only."""
+    from huggingface_hub.errors import (
+        DisabledRepoError,
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    url = f"https://huggingface.co/{name}"
+    causes = _causes(error)
+
+    def find(kind: type) -> BaseException | None:
+        return next((e for e in causes if isinstance(e, kind)), None)
+
+    if find(GatedRepoError):
+        if has_token:
+            return (
+                f"Model {name} is gated and the HF_TOKEN given has no access to it: accept its license at {url} "
+                "while logged in as the token's owner (approval can take a while), or use a token of an account "
+                "that has access."
+            )
+        return (
+            f"Model {name} is gated: accept its license at {url}, then set HF_TOKEN to a token of that account "
+            "(https://huggingface.co/settings/tokens, read access)."
+        )
+    if find(RevisionNotFoundError):
+        return (
+            f"Model {name} has no revision {revision!r}: set MODEL_REVISION to an existing branch, tag or commit "
+            f"(see {url}/tree/main), or leave it unset for the main branch."
+        )
+    if find(DisabledRepoError):
+        return f"Model {name} has been disabled on the Hugging Face Hub: choose another MODEL_NAME."
+    if find(RepositoryNotFoundError):
+        access = (
+            "the HF_TOKEN given has no access to it"
+            if has_token
+            else "it is private or gated and HF_TOKEN is not set"
+        )
+        return (
+            f"Model {name} was not found on the Hugging Face Hub, or {access}. Check MODEL_NAME (org/name, as in "
+            f"{url}); for a private or gated model set HF_TOKEN to a token with read access."
+        )
+    http = find(HfHubHTTPError)
+    status = getattr(getattr(http, "response", None), "status_code", None)
+    if status == 401:
+        return (
+            f"The Hugging Face Hub rejected HF_TOKEN while fetching model {name} (invalid or expired): create a "
+            "new token at https://huggingface.co/settings/tokens and set HF_TOKEN to it."
+        )
+    if status == 403:
+        return (
+            f"HF_TOKEN may not read model {name} (403 Forbidden): use a token with read access; a fine-grained "
+            "token needs 'Read access to contents of all public gated repos you can access' or this repo."
+        )
+    if find(IncompleteSnapshotError):
+        return (
+            f"The cached copy of model {name} in {cache_dir} is incomplete and the Hugging Face Hub cannot be "
+            "reached to finish it: unset HF_HUB_OFFLINE or restore network access, or delete that copy."
+        )
+    if find(OfflineModeIsEnabled) or (find(LocalEntryNotFoundError) and _offline()):
+        return (
+            f"Model {name} (revision {revision or 'main'}) is not in the cache at {cache_dir}, and HF_HUB_OFFLINE=1 "
+            "forbids downloading it: unset HF_HUB_OFFLINE, bake the model into the image (build arg MODEL_NAME), "
+            "or point MODEL_CACHE_DIR at a cache that holds it."
+        )
+    if find(LocalEntryNotFoundError):
+        return (
+            f"Could not reach the Hugging Face Hub to download model {name}, and it is not in the cache at "
+            f"{cache_dir}: check the worker's network access (and HF_ENDPOINT, if set), then retry."
+        )
+    if http is not None:
+        return (
+            f"The Hugging Face Hub answered {status or 'an error'} while downloading model {name}: "
+            "it may be down or rate-limiting; retry later."
+        )
+    if find(HFValidationError):
+        return (
+            f"MODEL_NAME={name!r} is neither a local folder nor a valid Hugging Face repo id: use org/name as in "
+            "https://huggingface.co/org/name, or the path of a folder that holds config.json."
+        )
+    disk = next((e for e in causes if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
+    if disk is not None:
+        return (
+            f"Out of disk space while downloading model {name} into {cache_dir}: give the endpoint a larger "
+            "container disk or network volume, or choose a smaller model."
+        )
+    return f"Downloading model {name} into {cache_dir} failed: {type(error).__name__}: {error}"
+
+
+def _looks_local(name: str) -> bool:
+    path = Path(name).expanduser()
+    return path.exists() or name.startswith(("/", "./", "../", "~", "."))
+
+
+def _check_model_folder(name: str) -> None:
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelDownloadError(
+            f"MODEL_NAME={name!r} looks like a local path but there is no such folder: give an existing model "
+            "folder (with config.json and the weights) or a Hugging Face repo id (org/name)."
+        )
+    # params.json: vLLM's Mistral-format checkpoints carry it instead of config.json.
+    if not (path / "config.json").is_file() and not (path / "params.json").is_file():
+        raise ModelDownloadError(
+            f"MODEL_NAME={name!r} is a folder without config.json, so it is not a Hugging Face model folder: "
+            "point it at the folder that holds config.json, the tokenizer files and the weights."
+        )
+
+
+def _token(settings: WorkerSettings) -> str | None:
+    if settings.hf_token is None:
+        return None
+    return settings.hf_token.get_secret_value().strip() or None
+
+
+def _make_writable_dir(path: Path, label: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ModelDownloadError(f"cannot create the model cache folder {label}: {error.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ModelDownloadError(f"the model cache folder {label} is not writable by this user (uid {os.getuid()})")
+
+
+def _repo_folder(repo_folder_name, name: str) -> str:
+    try:
+        return repo_folder_name(repo_id=name, repo_type="model")
+    except Exception:  # an invalid id: snapshot_download reports it properly
+        return "invalid-repo-id"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def _redact(message: str, token: str | None) -> str:
+    return message.replace(token, "***") if token else message
+
+
+class _ProgressLog:
+    """Logs the bytes on disk for the model every PROGRESS_LOG_INTERVAL_S (tqdm bars are unreadable in log viewers)."""
+
+    def __init__(self, what: str, folder: Path, interval_s: float = PROGRESS_LOG_INTERVAL_S) -> None:
+        self.what, self.folder, self.interval_s = what, folder, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-download-progress", daemon=True)
+
+    def __enter__(self) -> "_ProgressLog":
+        self._start_bytes = _folder_bytes(self.folder)
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            size = _folder_bytes(self.folder)
+            elapsed = time.monotonic() - self._started
+            rate = (size - self._start_bytes) / elapsed / 2**20 if elapsed else 0.0
+            log.info("model %s: %.2f GiB on disk, %.0f MiB/s, %.0f s so far", self.what, size / 2**30, rate, elapsed)
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for file in files:
+            try:
+                stat = os.lstat(os.path.join(root, file))
+            except OSError:
+                continue  # renamed from .incomplete meanwhile
+            if not os.path.islink(os.path.join(root, file)):
+                total += stat.st_size
+    return total
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def bake(settings: WorkerSettings, baked_dir: Path = BAKED_MODEL_DIR) -> str:
+    """Image build: download settings.model_name into baked_dir/hub and record it in manifest.json."""
+    if _looks_local(settings.model_name):
+        raise ModelDownloadError(
+            f"MODEL_NAME={settings.model_name!r} is a local path; --bake takes a Hugging Face repo id "
+            "(COPY a local model into the image yourself and set MODEL_NAME to its folder)."
+        )
+    revision = settings.model_revision or None
+    path = download_model(
+        settings.model_name, revision=revision, token=_token(settings), cache_dir=baked_dir / "hub"
+    )
+    manifest = {"model_name": settings.model_name, "revision": revision, "commit": Path(path).name}
+    (baked_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("baked %s into %s", manifest, baked_dir)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.download", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bake", action="store_true", help=f"download into {BAKED_MODEL_DIR} (image build)")
+    parser.add_argument("--baked-dir", type=Path, default=BAKED_MODEL_DIR, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--token-file", type=Path, default=TOKEN_SECRET_FILE, help="HF token file (a BuildKit secret)"
+    )
+    args = parser.parse_args(argv)
+
+    from worker.logs import configure_logging
+
+    configure_logging()
+    overrides: dict[str, object] = {}
+    if args.token_file.is_file():
+        overrides["hf_token"] = args.token_file.read_text().strip() or None
+    try:
+        settings = load_settings(**overrides)
+        path = bake(settings, args.baked_dir) if args.bake else ensure_model(settings)
+    except (SettingsError, ModelDownloadError) as error:
+        log.error("%s", error)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
