@@ -1,0 +1,305 @@
+"""Tensor-parallel rules and the start-up decision: which TENSOR_PARALLEL_SIZE to run, or why none works.
+
+A size is valid when vLLM can split the model that many ways: the attention heads divide evenly, the KV heads
+divide evenly or are replicated evenly, and the MLP (each expert's MLP for mixture-of-experts) divides evenly.
+`plan_parallelism` checks the choice against the visible GPUs and their memory before vLLM is built, so a
+bad configuration stops with one readable message instead of a stack trace from deep inside vLLM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from worker import topology
+from worker.gpus import GpuInventory, visible_gpus
+from worker.memory import (
+    RUNTIME_RESERVE_BYTES,
+    MemoryRow,
+    Precision,
+    default_max_model_len,
+    format_bytes,
+    plan_memory,
+    resolve_precision,
+    weight_bytes,
+)
+from worker.model_shape import ModelConfigError, ModelShape, ParallelismError, read_model_config
+
+if TYPE_CHECKING:
+    from config.settings import WorkerSettings
+
+__all__ = [
+    "GPUS_PER_NODE",
+    "GpuInventory",
+    "ModelConfigError",
+    "ParallelPlan",
+    "ParallelismError",
+    "choose_parallelism",
+    "plan_parallelism",
+    "read_model_config",
+    "tp_problem",
+    "valid_tp_sizes",
+    "visible_gpus",
+]
+
+# Tensor parallelism stays inside one node (NVLink); 8 GPUs is the largest node RunPod offers.
+GPUS_PER_NODE = 8
+
+
+def _mlp_widths(shape: ModelShape) -> list[tuple[str, int]]:
+    widths = [("MLP", shape.intermediate_size), ("expert MLP", shape.moe_intermediate_size)]
+    widths.append(("shared-expert MLP", shape.shared_expert_intermediate_size))
+    return [(name, width) for name, width in widths if width]
+
+
+def tp_problem(shape: ModelShape, tp: int) -> str | None:
+    """Why vLLM cannot split `shape` `tp` ways, or None if it can."""
+    if shape.num_heads % tp:
+        return f"{shape.num_heads} attention heads don't split {tp} ways"
+    kv = shape.num_kv_heads
+    # vLLM splits KV heads when there are enough, else gives each GPU a copy of one: either must be even.
+    if kv % tp and tp % kv:
+        return f"{kv} KV heads neither split {tp} ways nor replicate evenly over {tp} GPUs"
+    for name, width in _mlp_widths(shape):
+        if width % tp:
+            return f"the {name} size {width} doesn't split {tp} ways"
+    return None
+
+
+def _valid_sizes(shape: ModelShape) -> list[int]:
+    # TP never exceeds the attention heads: each GPU needs at least one.
+    return [tp for tp in range(1, shape.num_heads + 1) if tp_problem(shape, tp) is None]
+
+
+def valid_tp_sizes(config: dict[str, Any]) -> list[int]:
+    """Every tensor-parallel size vLLM can split the model of `config` into, ascending."""
+    return _valid_sizes(ModelShape.from_config(config))
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """The sizes to give vLLM, the one-line reason to log, and warnings to log once at start."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    summary: str
+    warnings: list[str] = field(default_factory=list)
+    memory: MemoryRow | None = None  # None on the CPU backend or when GPU memory is unknown
+    valid_sizes: tuple[int, ...] = ()
+
+
+def plan_parallelism(settings: "WorkerSettings", model_config: dict[str, Any], gpus: GpuInventory) -> ParallelPlan:
+    """Decide the tensor/pipeline sizes for `settings` on `gpus`; ParallelismError if they cannot work."""
+    return choose_parallelism(
+        model_name=settings.model_name,
+        model_config=model_config,
+        requested_tp=settings.tensor_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        gpus=gpus,
+        precision=resolve_precision(
+            model_config,
+            dtype=settings.dtype,
+            quantization=settings.quantization,
+            kv_cache_dtype=settings.engine_args.get("kv_cache_dtype"),
+        ),
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_model_len=settings.max_model_len,
+    )
+
+
+def choose_parallelism(
+    *,
+    model_name: str,
+    model_config: dict[str, Any],
+    requested_tp: int | str,
+    pipeline_parallel_size: int,
+    gpus: GpuInventory,
+    precision: Precision,
+    gpu_memory_utilization: float,
+    max_model_len: int | None,
+) -> ParallelPlan:
+    """`plan_parallelism` without the settings object (the CLI calls this)."""
+    shape = ModelShape.from_config(model_config)
+    valid = _valid_sizes(shape)
+    pp = pipeline_parallel_size
+    context = _Context(model_name, shape, valid, pp, gpus, precision, gpu_memory_utilization,
+                       default_max_model_len(shape, max_model_len))
+    if gpus.error:
+        raise ParallelismError(
+            f"NVIDIA GPUs are present but cannot be read ({gpus.error}); this pod cannot run {model_name}."
+        )
+    if pp > shape.num_layers:
+        raise ParallelismError(
+            f"PIPELINE_PARALLEL_SIZE={pp} exceeds the {shape.num_layers} layers of {model_name}: "
+            "each pipeline stage needs at least one layer."
+        )
+    if gpus.count == 0:
+        return _plan_cpu(context, requested_tp)
+    return _plan_gpus(context, requested_tp)
+
+
+@dataclass(frozen=True)
+class _Context:
+    model: str
+    shape: ModelShape
+    valid: list[int]
+    pp: int
+    gpus: GpuInventory
+    precision: Precision
+    utilization: float
+    max_model_len: int
+
+    def memory(self, tp: int, pp: int | None = None, precision: Precision | None = None) -> MemoryRow | None:
+        if not self.gpus.min_memory_bytes:
+            return None
+        return plan_memory(
+            self.shape,
+            precision or self.precision,
+            tp=tp,
+            pp=pp or self.pp,
+            gpu_memory_bytes=self.gpus.min_memory_bytes,
+            gpu_memory_utilization=self.utilization,
+            max_model_len=self.max_model_len,
+        )
+
+    def describe_model(self) -> str:
+        return f"{self.model} ({self.shape.describe()})"
+
+    def sizes(self, limit: int | None = None) -> str:
+        return ", ".join(str(tp) for tp in self.valid if limit is None or tp <= limit)
+
+
+def _plan_cpu(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
+    # vLLM's CPU backend runs tensor parallelism across CPU processes: no GPU count or memory to check.
+    if requested_tp == "auto":
+        summary = "TENSOR_PARALLEL_SIZE=auto -> 1: no GPUs visible, vLLM runs on its CPU backend"
+        return ParallelPlan(1, ctx.pp, summary, valid_sizes=tuple(ctx.valid))
+    tp = int(requested_tp)
+    problem = tp_problem(ctx.shape, tp)
+    if problem:
+        raise ParallelismError(
+            f"TENSOR_PARALLEL_SIZE={tp} does not work for {ctx.describe_model()}: {problem}. "
+            f"No GPUs are visible (vLLM CPU backend). Valid sizes: {ctx.sizes()}; or TENSOR_PARALLEL_SIZE=auto."
+        )
+    summary = (
+        f"TENSOR_PARALLEL_SIZE={tp} (set): valid for {ctx.model} (valid: {ctx.sizes()}); no GPUs visible, "
+        f"so it runs as {tp * ctx.pp} CPU process(es) on vLLM's CPU backend"
+    )
+    return ParallelPlan(tp, ctx.pp, summary, valid_sizes=tuple(ctx.valid))
+
+
+def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
+    count, pp = ctx.gpus.count, ctx.pp
+    if pp > count:
+        raise ParallelismError(
+            f"PIPELINE_PARALLEL_SIZE={pp} needs at least {pp} GPUs (TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE "
+            f"= GPUs used), but this pod has {count}: {ctx.gpus.describe()}."
+        )
+    budget = count // pp
+    if requested_tp == "auto":
+        tp = max(size for size in ctx.valid if size <= budget)
+        why = f"largest size {ctx.model} allows within {count} visible GPU(s)" + (f" / PP {pp}" if pp > 1 else "")
+        if tp < budget:
+            why += f" ({budget}: {tp_problem(ctx.shape, budget)})"
+        head = f"TENSOR_PARALLEL_SIZE=auto -> {tp}"
+    else:
+        tp = int(requested_tp)
+        problem = tp_problem(ctx.shape, tp)
+        if problem is None and tp * pp > count:
+            problem = f"TP {tp} x PIPELINE_PARALLEL_SIZE {pp} needs {tp * pp} GPUs"
+        if problem:
+            raise ParallelismError(
+                f"TENSOR_PARALLEL_SIZE={tp} does not work for {ctx.describe_model()} on this pod: {problem}. "
+                f"The pod has {count} visible GPU(s) ({ctx.gpus.describe()}). Use one of the valid sizes "
+                f"that fit: {ctx.sizes(budget)} (all valid sizes: {ctx.sizes()}); or TENSOR_PARALLEL_SIZE=auto."
+            )
+        head, why = f"TENSOR_PARALLEL_SIZE={tp} (set)", "valid for the model and the GPUs"
+
+    warnings: list[str] = []
+    row = ctx.memory(tp)
+    if row is None:
+        warnings.append(f"GPU memory unknown ({ctx.gpus.source}): memory plan skipped, vLLM will check it.")
+    elif not row.fits:
+        raise ParallelismError(_memory_error(ctx, row, budget))
+    if tp * pp < count:
+        warnings.append(
+            f"Using {tp * pp} of {count} GPUs (TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}); "
+            f"{ctx.model} allows TP sizes {ctx.sizes()}."
+        )
+    if tp > 1:
+        groups = [list(range(stage * tp, (stage + 1) * tp)) for stage in range(pp)]
+        pcie = topology.pcie_warning(ctx.gpus.links, groups)
+        if pcie:
+            warnings.append(pcie)
+        elif ctx.gpus.links is None and ctx.gpus.source == "nvml":
+            warnings.append("GPU interconnect unknown (topology not readable): cannot check for NVLink.")
+
+    summary = f"{head}, PIPELINE_PARALLEL_SIZE={pp}: {why}; valid sizes {ctx.sizes()}; {ctx.gpus.describe()}"
+    if row is not None:
+        summary += (
+            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, "
+            f"KV cache ~{row.kv_tokens:,} tokens"
+        )
+    return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
+
+
+def _memory_error(ctx: _Context, row: MemoryRow, budget: int) -> str:
+    total = weight_bytes(ctx.shape, ctx.precision)
+    lines = [
+        f"{ctx.describe_model()} does not fit on {ctx.gpus.describe()} at TENSOR_PARALLEL_SIZE={row.tp} x "
+        f"PIPELINE_PARALLEL_SIZE={row.pp}: {row.problem()}. {ctx.precision.name} weights are "
+        f"{format_bytes(total)} in total; each GPU has {format_bytes(row.usable_bytes_per_gpu)} for weights and "
+        f"KV cache at GPU_MEMORY_UTILIZATION={ctx.utilization} (less {format_bytes(RUNTIME_RESERVE_BYTES)} for "
+        f"activations). MAX_MODEL_LEN={ctx.max_model_len}. Options:"
+    ]
+    larger = next((r for r in map(ctx.memory, ctx.valid) if r and r.tp > row.tp and r.tp <= budget and r.fits), None)
+    if larger:
+        lines.append(
+            f"- a larger TENSOR_PARALLEL_SIZE={larger.tp}: {format_bytes(larger.weight_bytes_per_gpu)} of weights "
+            f"per GPU, KV cache ~{larger.kv_tokens:,} tokens (or TENSOR_PARALLEL_SIZE=auto)"
+        )
+    if row.weights_fit and row.kv_tokens > 0:
+        lines.append(f"- a shorter MAX_MODEL_LEN (at most {row.kv_tokens:,} tokens fit here)")
+    if ctx.precision.weight_bytes > 1:
+        eight_bit = Precision("fp8", 1, ctx.precision.activation_bytes, ctx.precision.kv_bytes)
+        best = max(size for size in ctx.valid if size <= budget)
+        fp8 = ctx.memory(best, precision=eight_bit)
+        verdict = "fits" if fp8 and fp8.fits else f"still does not fit ({fp8.problem() if fp8 else '?'})"
+        lines.append(
+            f"- 8-bit weights (QUANTIZATION=fp8, or an FP8/INT8 checkpoint): "
+            f"{format_bytes(fp8.weight_bytes_per_gpu) if fp8 else '?'} per GPU at TENSOR_PARALLEL_SIZE={best}, "
+            f"{verdict}"
+        )
+    if larger is None:
+        lines.append(_more_gpus_option(ctx))
+    return "\n".join(lines)
+
+
+def _more_gpus_option(ctx: _Context) -> str:
+    """The fewest GPUs (of this memory size) that hold the model: TP inside a node, PP across nodes."""
+    in_node = [tp for tp in ctx.valid if tp <= GPUS_PER_NODE]
+    memory = format_bytes(ctx.gpus.min_memory_bytes or 0)
+    # Within a node, tensor parallelism alone is preferred (lower latency); pipeline stages only if it must.
+    one_node = [(tp, 1, tp) for tp in in_node if (row := ctx.memory(tp, 1)) and row.fits] or [
+        (tp * pp, pp, tp)
+        for tp in in_node
+        for pp in range(2, GPUS_PER_NODE // tp + 1)
+        if (row := ctx.memory(tp, pp)) and row.fits
+    ]
+    if one_node:
+        gpus, pp, tp = min(one_node)
+        layout = f"TENSOR_PARALLEL_SIZE={tp}" + (f" x PIPELINE_PARALLEL_SIZE={pp}" if pp > 1 else "")
+        if gpus <= ctx.gpus.count:
+            return f"- {layout} ({gpus} GPUs)"
+        return f"- more GPUs: a pod with {gpus} GPUs of {memory} ({layout})"
+    # Beyond one node: fill each node with TP and add pipeline stages, one per node.
+    tp = max(in_node)
+    pp = next((pp for pp in range(2, ctx.shape.num_layers + 1) if (r := ctx.memory(tp, pp)) and r.fits), None)
+    if pp is None:
+        return f"- more GPUs: no TP x PP layout of {memory} GPUs holds the model at this precision and length"
+    return (
+        f"- more GPUs: it needs {tp * pp} GPUs of {memory}, more than one {GPUS_PER_NODE}-GPU node. Tensor "
+        f"parallelism stays inside a node (NVLink); pipeline parallelism spans nodes: TENSOR_PARALLEL_SIZE={tp} x "
+        f"PIPELINE_PARALLEL_SIZE={pp} = {tp * pp} GPUs on {pp} nodes (TP x PP must equal the GPUs used; a "
+        "serverless worker is one pod, so this needs a multi-node cluster)"
+    )

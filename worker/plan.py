@@ -1,0 +1,184 @@
+"""Print the tensor-parallel plan of a model on a pod: every valid TP size, its memory, and the one to use.
+
+    python -m worker.plan meta-llama/Meta-Llama-3-70B --gpus 8 --gpu-memory 80
+    python -m worker.plan ./my-model --gpus 4 --gpu-memory 48 --dtype fp8 --max-model-len 32768
+    python -m worker.plan config.json                  # on a pod: its own GPUs and topology
+
+MODEL is a hub id (only config.json is fetched; HF_TOKEN for gated models), a local folder or a config.json.
+Exit status: 0 when a configuration fits, 1 when none does, 2 for bad arguments or an unreadable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from worker import topology
+from worker.gpus import GpuInventory, visible_gpus
+from worker.memory import (
+    EIGHT_BIT_DTYPES,
+    GB,
+    RUNTIME_RESERVE_BYTES,
+    Precision,
+    default_max_model_len,
+    format_bytes,
+    kv_bytes_per_token,
+    parameter_count,
+    plan_memory,
+    resolve_precision,
+    weight_bytes,
+)
+from worker.model_shape import ModelShape, ParallelismError
+from worker.parallel import choose_parallelism, read_model_config, valid_tp_sizes
+
+
+def _tp_size(value: str) -> int | str:
+    value = value.strip().lower()
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError("'auto' or a whole number >= 1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker.plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="hub id (org/name), local model folder, or path to a config.json")
+    parser.add_argument("--gpus", type=int, help="GPUs in the pod (default: this machine's visible GPUs)")
+    parser.add_argument(
+        "--gpu-memory",
+        type=float,
+        metavar="GB",
+        help="memory of one GPU in GB (10^9 bytes; an '80GB' H100 has 85 GB). Default: this machine's GPUs",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float16", "bfloat16", "float32", *EIGHT_BIT_DTYPES],
+        help="weight dtype; fp8/int8 mean 8-bit weights (QUANTIZATION=fp8). Default: the model's own",
+    )
+    parser.add_argument("--quantization", help="vLLM quantization method, as QUANTIZATION (fp8, awq, gptq, ...)")
+    parser.add_argument("--max-model-len", type=int, help="context length (default: the model's own)")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.90, help="as GPU_MEMORY_UTILIZATION")
+    parser.add_argument("--pipeline-parallel-size", type=int, default=1, help="as PIPELINE_PARALLEL_SIZE")
+    parser.add_argument(
+        "--tensor-parallel-size", type=_tp_size, default="auto", help="check this size instead of 'auto'"
+    )
+    parser.add_argument("--kv-cache-dtype", help="as ENGINE_ARGS kv_cache_dtype (fp8 halves the KV cache)")
+    parser.add_argument("--revision", help="hub branch, tag or commit (as MODEL_REVISION)")
+    parser.add_argument("--topology", type=Path, metavar="FILE", help="saved `nvidia-smi topo -m` output")
+    return parser.parse_args(argv)
+
+
+def pod_gpus(args: argparse.Namespace) -> GpuInventory:
+    """The pod to plan for: the arguments, else this machine's GPUs."""
+    local = visible_gpus() if args.gpus is None or args.gpu_memory is None else None
+    count = args.gpus if args.gpus is not None else (local.count if local else 0)
+    if args.gpu_memory is not None:
+        memory = int(args.gpu_memory * GB)
+    elif local and local.min_memory_bytes:
+        memory = local.min_memory_bytes
+    else:
+        raise SystemExit("error: no GPUs readable on this machine: pass --gpus N and --gpu-memory GB")
+    if count < 1:
+        raise SystemExit("error: --gpus must be at least 1")
+    links = local.links if local and local.count == count else None
+    if args.topology:
+        try:
+            links = topology.select_links(topology.parse_topo_matrix(args.topology.read_text()), range(count))
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: --topology {args.topology}: {error}") from None
+    names = local.names if local and local.count == count else ()
+    return GpuInventory(count, (memory,) * count, tuple(names), links, source="cli")
+
+
+def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[str, bool]:
+    """The plan as text, and whether a configuration fits."""
+    shape = ModelShape.from_config(config)
+    precision = resolve_precision(config, args.dtype, args.quantization, args.kv_cache_dtype)
+    eight_bit = Precision("fp8", 1, precision.activation_bytes, precision.kv_bytes)
+    show_eight_bit = precision.weight_bytes > 1
+    max_len = default_max_model_len(shape, args.max_model_len)
+    pp = args.pipeline_parallel_size
+    valid = valid_tp_sizes(config)
+    memory = gpus.min_memory_bytes or 0
+    usable = int(memory * args.gpu_memory_utilization) - RUNTIME_RESERVE_BYTES
+    try:
+        plan = choose_parallelism(
+            model_name=args.model,
+            model_config=config,
+            requested_tp=args.tensor_parallel_size,
+            pipeline_parallel_size=pp,
+            gpus=gpus,
+            precision=precision,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+        )
+        chosen, failure = plan.tensor_parallel_size, None
+    except ParallelismError as error:
+        plan, chosen, failure = None, None, str(error)
+
+    out = [
+        f"Model      {args.model}: {parameter_count(shape) / 1e9:.2f} B parameters, {shape.num_layers} layers, "
+        f"{shape.describe()}, head dim {shape.head_dim}",
+        f"Precision  {precision.name}: weights {format_bytes(weight_bytes(shape, precision))} in total; KV cache "
+        f"{format_bytes(kv_bytes_per_token(shape, precision))} per token ({precision.kv_bytes}-byte values)",
+        f"Pod        {gpus.describe()}; GPU_MEMORY_UTILIZATION {args.gpu_memory_utilization:.2f} -> "
+        f"{format_bytes(usable)} per GPU for weights + KV cache ({format_bytes(RUNTIME_RESERVE_BYTES)} kept for "
+        "activations)",
+        f"Context    MAX_MODEL_LEN {max_len:,} tokens; PIPELINE_PARALLEL_SIZE {pp}",
+        f"Valid TENSOR_PARALLEL_SIZE: {', '.join(map(str, valid))}",
+        "",
+    ]
+    header = f"{'TP':>4} {'GPUs':>5} {'weights/GPU':>12}"
+    header += f" {'8-bit/GPU':>10}" if show_eight_bit else ""
+    header += f" {'KV/token/GPU':>13} {'KV tokens':>12}  fits"
+    out.append(header)
+    for tp in valid:
+        row = plan_memory(shape, precision, tp=tp, pp=pp, gpu_memory_bytes=memory,
+                          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len)
+        if tp * pp > gpus.count:
+            verdict = f"no: needs {tp * pp} GPUs, the pod has {gpus.count}"
+        else:
+            verdict = "yes" if row.fits else f"no: {row.problem()}"
+        if tp == chosen:
+            verdict += "   <- recommended"
+        line = f"{tp:>4} {tp * pp:>5} {format_bytes(row.weight_bytes_per_gpu):>12}"
+        if show_eight_bit:
+            line += f" {format_bytes(weight_bytes(shape, eight_bit, tp, pp)):>10}"
+        line += f" {format_bytes(row.kv_bytes_per_token):>13} {row.kv_tokens:>12,}  {verdict}"
+        out.append(line)
+    out.append("")
+    if plan is not None:
+        out.append(f"Recommended: TENSOR_PARALLEL_SIZE={plan.tensor_parallel_size}  ({plan.summary})")
+        for warning in plan.warnings:
+            out.append(f"Warning: {warning}")
+    else:
+        out.append(f"No configuration fits:\n{failure}")
+    if gpus.count > 1:
+        group = list(range(chosen or min(gpus.count, max(t for t in valid if t * pp <= gpus.count))))
+        out.append(f"Interconnect: {topology.describe_links(gpus.links, group)}")
+    if show_eight_bit:
+        out.append(
+            "8-bit/GPU: weights with QUANTIZATION=fp8 (linear layers at 1 byte; embeddings and norms stay 16-bit). "
+            "Published per-GPU figures too small for 16-bit weights (the guide's 70B table: TP2 ~38, TP4 ~20, "
+            "TP8 ~12 GB) are 8-bit weights plus ~2-3 GB of runtime memory."
+        )
+    return "\n".join(out), plan is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = read_model_config(args.model, revision=args.revision)
+    except ParallelismError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text, fits = render(args, config, pod_gpus(args))
+    print(text)
+    return 0 if fits else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
