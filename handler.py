@@ -12,12 +12,15 @@ import logging
 import os
 import sys
 
-import runpod
+# The SDK's DEBUG lines print every job's input and output (prompts, completions): off unless asked for.
+os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
-from config.settings import SettingsError, load_settings
-from worker.engine import EngineHandle, EngineStartError
-from worker.handler import JobHandler, collect_stream
-from worker.logs import configure_logging
+import runpod  # noqa: E402
+
+from config.settings import SettingsError, load_settings  # noqa: E402
+from worker.engine import EngineHandle, EngineStartError  # noqa: E402
+from worker.handler import JobHandler, collect_stream  # noqa: E402
+from worker.logs import configure_logging  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -47,11 +50,11 @@ def main() -> None:
             engine.start_now()
         except EngineStartError:
             sys.exit(1)  # the reason is logged; the platform replaces this worker
-    handler = JobHandler(settings, engine)
+    jobs = JobHandler(settings, engine)
     runpod.serverless.start(
         {
-            "handler": collect_stream(handler) if is_local_test_run(sys.argv[1:]) else handler,
-            "concurrency_modifier": handler.concurrency,
+            "handler": collect_stream(jobs.handle) if is_local_test_run(sys.argv[1:]) else jobs.handle,
+            "concurrency_modifier": jobs.concurrency,
             "return_aggregate_stream": True,
         }
     )

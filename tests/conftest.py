@@ -72,7 +72,7 @@ def engine_handle(worker_settings):
 def job_handler(worker_settings, engine_handle):
     from worker.handler import JobHandler
 
-    return JobHandler(worker_settings, engine_handle)
+    return JobHandler(worker_settings, engine_handle).handle
 
 
 @pytest.fixture(scope="session")

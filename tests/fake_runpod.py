@@ -25,6 +25,8 @@ from typing import Any
 from aiohttp import web
 
 POLL_S = 0.5
+# The stop channel is a long poll: held open until there is something to stop, as RunPod's is.
+STOP_POLL_S = 10.0
 
 
 def free_port() -> int:
@@ -143,13 +145,13 @@ class FakeRunPod:
         return web.Response(text="ok")
 
     async def _stop(self, request: web.Request) -> web.Response:
-        deadline = time.monotonic() + POLL_S
+        deadline = time.monotonic() + STOP_POLL_S
         while time.monotonic() < deadline:
             with self._lock:
                 if self.to_stop:
                     ids, self.to_stop = self.to_stop, []
                     return web.json_response({"jobsToStop": ids})
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return web.Response(status=204)
 
     async def _ping(self, request: web.Request) -> web.Response:

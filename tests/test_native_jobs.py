@@ -156,3 +156,10 @@ def test_engine_is_built_once_and_shared(loop, engine_handle, run_job):
     run_job({"prompt": "b", "sampling_params": {"max_tokens": 2}})
     assert engine_handle.engine is first
     assert loop.run_until_complete(engine_handle.get()) is first
+
+
+def test_the_sdk_sees_the_handler_as_a_streaming_generator(job_handler):
+    from runpod.serverless.modules.rp_handler import is_generator
+
+    # Otherwise the SDK would treat the generator object itself as the job's output.
+    assert is_generator(job_handler)

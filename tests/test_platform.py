@@ -86,7 +86,8 @@ def test_200_jobs_at_32_concurrent_complete_whole_and_each_gets_its_own_output(p
 
 
 def test_cancel_through_the_stop_channel_stops_the_job_and_the_worker_goes_on(platform, worker):
-    platform.submit("to-cancel", {"prompt": "Write forever", "sampling_params": {"max_tokens": 1800, "ignore_eos": True}, "stream": True})
+    long_job = {"prompt": "Write forever", "sampling_params": {"max_tokens": 1900, "ignore_eos": True, "n": 4}, "stream": True}
+    platform.submit("to-cancel", long_job)
     deadline = time.monotonic() + 60
     while not platform.streams.get("to-cancel") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -129,18 +130,20 @@ def test_engine_death_fails_in_flight_jobs_and_exits_non_zero_quickly(tiny_model
     try:
         fake.submit("warm", {"prompt": "warm", "sampling_params": {"max_tokens": 2}})
         fake.wait_for_results(["warm"], timeout=240)
-        fake.submit("in-flight", {"prompt": "long", "sampling_params": {"max_tokens": 1800, "ignore_eos": True}, "stream": True})
+        fake.submit("in-flight", {"prompt": "long", "sampling_params": {"max_tokens": 1900, "ignore_eos": True, "n": 8}, "stream": True})
         deadline = time.monotonic() + 60
         while not fake.streams.get("in-flight") and time.monotonic() < deadline:
             time.sleep(0.05)
         engine_cores = [p for p in psutil.Process(process.proc.pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()]
         assert engine_cores, [p.cmdline() for p in psutil.Process(process.proc.pid).children(recursive=True)]
+        assert "in-flight" not in fake.results, "the job must still be running when the engine dies"
         killed_at = time.monotonic()
         for core in engine_cores:
             os.kill(core.pid, signal.SIGKILL)
         code = process.proc.wait(timeout=30)
         exit_s = time.monotonic() - killed_at
         result = fake.wait_for_results(["in-flight"], timeout=5)["in-flight"]
+        assert "error" in result, (result, fake.streams.get("in-flight", [])[-2:], process.log()[-3000:])
         error = json.loads(result["error"])
         assert error["type"] == "engine_dead", error
         assert code != 0

@@ -130,7 +130,7 @@ async def bench_tp(tp: int, concurrencies: list[int], max_tokens: int, jobs_per_
     settings = load_settings(tensor_parallel_size=tp, max_concurrency=max(concurrencies))
     handle = EngineHandle(settings)
     engine = await handle.get()
-    handler = JobHandler(settings, handle)
+    handler = JobHandler(settings, handle).handle
     tokenizer = engine.get_tokenizer()
     results = []
     try:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from config.settings import WorkerSettings
@@ -52,7 +52,7 @@ async def abort_after(timeout_s: float, engine: Any, request_id: str) -> AsyncIt
 
 
 class JobHandler:
-    """Callable async generator: `handler(job)` -> job output chunks."""
+    """`handle(job)` is the SDK's handler: an async generator of job output chunks."""
 
     def __init__(self, settings: WorkerSettings, engine: EngineHandle) -> None:
         self.settings = settings
@@ -63,7 +63,8 @@ class JobHandler:
         """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching)."""
         return self.settings.max_concurrency
 
-    async def __call__(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+    async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+        # A bound async-generator method, so the SDK (inspect.isasyncgenfunction) streams its chunks.
         job_id = str(job.get("id") or uuid.uuid4())
         clock = JobClock()
         job_input = job.get("input")
@@ -136,7 +137,7 @@ class JobHandler:
         return JobError("internal_error", f"{type(error).__name__}: {error}", "Retry; if it repeats, report it with the worker log.")
 
 
-def collect_stream(handler: JobHandler):
+def collect_stream(handler: Callable[[dict[str, Any]], AsyncIterator[Any]]):
     """A non-generator view of the handler for the SDK's local test mode, which runs handlers with
     `run_job` and would otherwise print a generator object: one result, or the list of stream chunks."""
 

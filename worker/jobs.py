@@ -52,6 +52,8 @@ USER_SAMPLING_FIELDS = (
 MAX_N = 16
 MAX_STOP_STRINGS = 64
 MAX_LOGPROBS = 20
+# torch seeds its generators with a signed 64-bit integer (vLLM's OpenAI server has the same bound).
+SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 @cache
@@ -61,7 +63,8 @@ def sampling_params_model() -> type[BaseModel]:
     fields = {name: (hints[name] | None, None) for name in USER_SAMPLING_FIELDS}
     return create_model(
         "SamplingParamsInput",
-        __config__=ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True),
+        # JSON from Python clients may carry NaN/Infinity; no sampling field means anything by them.
+        __config__=ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False),
         **fields,
     )
 
@@ -184,6 +187,9 @@ def _check_bounds(params: dict[str, Any]) -> None:
             f"{len(stop)} stop strings are above the limit of {MAX_STOP_STRINGS}",
             f"Send at most {MAX_STOP_STRINGS}.",
         )
+    seed = params.get("seed")
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise invalid_input("input.sampling_params.seed", f"{seed} is outside the 64-bit integer range", "Use a seed between -2**63 and 2**63-1.")
     for name in ("logprobs", "prompt_logprobs"):
         value = params.get(name)
         if value is not None and value > MAX_LOGPROBS:

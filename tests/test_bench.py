@@ -1,0 +1,32 @@
+"""`python -m worker.bench` runs end to end on the tiny model, and a 512-token stream takes at most 20 chunks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, worker_env
+
+
+@pytest.mark.slow
+def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench", "--concurrency", "1", "4", "--max-tokens", "512",
+         "--jobs", "4", "--rounds", "1", "--json", str(out)],
+        cwd=ROOT, env=worker_env(tiny_model), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| TP | load s | conc | path" in done.stdout
+    report = json.loads(out.read_text())
+    rows = {(r["path"], r["concurrency"]): r for r in report["results"]}
+    assert set(rows) == {("worker", 1), ("vllm", 1), ("worker", 4), ("vllm", 4)}
+    for (path, _), row in rows.items():
+        assert row["tokens_per_s_aggregate"] > 0 and row["ttft_p50_ms"] > 0
+    # vLLM itself yields once per token; the worker coalesces them.
+    assert rows[("vllm", 1)]["chunks_per_job"] == 512
+    assert rows[("worker", 1)]["chunks_per_job"] <= 20
+    assert rows[("worker", 4)]["chunks_per_job"] <= 20

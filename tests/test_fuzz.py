@@ -1,0 +1,119 @@
+"""Property-based bad input (hypothesis) on the real engine: every job ends as a whole output or one
+structured error naming the problem; nothing raises, nothing hangs, and the next valid job succeeds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+# Keep generations short: a fuzz case that happens to be valid should not spend seconds generating.
+FUZZ_MAX_TOKENS = 8
+JOB_DEADLINE_S = 60
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=10,
+)
+
+sampling_values = {
+    "max_tokens": st.one_of(st.integers(-5, FUZZ_MAX_TOKENS), st.integers(3000, 10**9), json_scalars),
+    "temperature": st.one_of(st.floats(-10, 10), st.floats(allow_nan=True), json_scalars),
+    "top_p": st.one_of(st.floats(-1, 2), json_scalars),
+    "top_k": st.one_of(st.integers(-5, 10**6), json_scalars),
+    "n": st.one_of(st.integers(-2, 5000), json_scalars),
+    "seed": st.one_of(st.integers(-(2**70), 2**70), json_scalars),
+    "stop": st.one_of(st.lists(st.text(max_size=5), max_size=200), st.text(max_size=5), json_values),
+    "presence_penalty": st.one_of(st.floats(-5, 5), json_scalars),
+    "logprobs": st.one_of(st.integers(-3, 100), json_scalars),
+    "min_tokens": st.one_of(st.integers(-3, 100), json_scalars),
+    "bogus_field": json_values,
+}
+sampling_params = st.one_of(
+    st.fixed_dictionaries({}, optional=sampling_values),
+    json_values,
+)
+messages = st.one_of(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", "wizard", ""]), json_scalars),
+                "content": st.one_of(st.text(max_size=60), json_values),
+                "extra": json_scalars,
+            },
+        ),
+        max_size=4,
+    ),
+    json_values,
+)
+native_inputs = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt": st.one_of(st.text(max_size=80), st.just("word " * 2500), json_scalars),
+            "messages": messages,
+            "sampling_params": sampling_params,
+            "stream": st.one_of(st.booleans(), json_scalars),
+            "chat_template_kwargs": json_values,
+            "unexpected": json_values,
+        },
+    ),
+)
+
+counts = {"cases": 0, "ok": 0, "errors": 0}
+
+
+@pytest.fixture(scope="module")
+def fuzz_handler(worker_settings, engine_handle):
+    from worker.handler import JobHandler
+
+    return JobHandler(worker_settings.model_copy(update={"default_max_tokens": FUZZ_MAX_TOKENS}), engine_handle).handle
+
+
+def run_with_deadline(loop, handler, job_input: Any) -> list[Any]:
+    async def collect():
+        return [chunk async for chunk in handler({"id": "fuzz", "input": job_input})]
+
+    return loop.run_until_complete(asyncio.wait_for(collect(), JOB_DEADLINE_S))
+
+
+def assert_output_or_structured_error(chunks: list[Any]) -> None:
+    assert chunks, "a job always yields something"
+    last = chunks[-1]
+    if "error" in last:
+        error = json.loads(last["error"])
+        assert error["type"] in {"invalid_input", "timeout"}, error
+        assert error["message"]
+        assert error["fields"] and all(f["field"].startswith("input") for f in error["fields"]), error
+        counts["errors"] += 1
+    else:
+        assert "usage" in last and last["choices"], last
+        counts["ok"] += 1
+    counts["cases"] += 1
+
+
+@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(job_input=native_inputs)
+def test_native_jobs_never_crash_on_malformed_input(loop, fuzz_handler, job_input):
+    assert_output_or_structured_error(run_with_deadline(loop, fuzz_handler, job_input))
+
+
+def test_after_the_fuzzing_the_worker_still_serves_jobs(loop, fuzz_handler, engine_handle):
+    print(f"\nfuzz: {counts['cases']} native cases, {counts['errors']} structured errors, {counts['ok']} valid outputs")
+    chunks = run_with_deadline(loop, fuzz_handler, {"prompt": "still here?", "sampling_params": {"max_tokens": 4}})
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+    assert engine_handle.engine.get_num_unfinished_requests() == 0

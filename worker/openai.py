@@ -1,0 +1,126 @@
+"""`openai_route` jobs, answered by vLLM's own OpenAI serving layer on the worker's one engine.
+
+RunPod's OpenAI base URL (https://api.runpod.ai/v2/<endpoint_id>/openai/v1) turns each request into a
+job {"openai_route": "/v1/chat/completions", "openai_input": <request body>}. We build vLLM's app state
+(`init_app_state`, as `vllm serve` does) on the running AsyncLLM, validate the body with vLLM's request
+models and call its serving classes: no second engine, no HTTP hop, no protocol of our own.
+
+Output, per job:
+- stream: true  -> each SSE event vLLM writes ("data: {...}\\n\\n" ... "data: [DONE]\\n\\n") is one job
+  chunk, sent as it is generated; RunPod relays the chunks to the client verbatim. An error vLLM meets
+  mid-stream is its own SSE error event ("data: {"error": ...}"), which the openai client raises.
+- otherwise     -> one chunk: the response JSON (a dict).
+- an error before any output (unknown model or route, malformed body, bad parameter, prompt too long)
+  -> one chunk {"error": "<JSON of OpenAI's error body>"}, where the body is
+  {"error": {"message", "type", "param", "code"}} and code is the HTTP status.
+  Why a JSON *string*: the runpod SDK fails any job whose chunk has a truthy "error" and keeps it as
+  `str(...)`; a dict would reach the relay as a Python repr no client can parse. A string keeps the
+  failed job's error exactly OpenAI's error body (what worker-vllm's `ErrorResponse.model_dump()`
+  meant to send), and matches the worker's native jobs ({"error": "<JSON>"}, worker/errors.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import State
+from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+from vllm.entrypoints.serve.exception_handling.handlers.validation import clean_loc_for_param
+from vllm.exceptions import VLLMValidationError
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from config.settings import WorkerSettings
+
+log = logging.getLogger("worker.openai")
+
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
+
+
+class OpenAIRoutes:
+    """vLLM's serving objects for /v1/models, /v1/chat/completions and /v1/completions."""
+
+    def __init__(self, engine: AsyncLLM, state: State) -> None:
+        self.engine = engine
+        self.models = state.openai_serving_models
+        self.serving = {
+            "/v1/chat/completions": (ChatCompletionRequest, state.openai_serving_chat.create_chat_completion),
+            "/v1/completions": (CompletionRequest, state.openai_serving_completion.create_completion),
+        }
+
+    @classmethod
+    async def create(cls, engine: AsyncLLM, settings: WorkerSettings) -> OpenAIRoutes:
+        """vLLM's app state on the running engine, as `vllm serve` builds it, with its defaults for every
+        server option; the only one we set is the model name the routes answer to."""
+        args = make_arg_parser(FlexibleArgumentParser()).parse_args(
+            ["--model", engine.model_config.model, "--served-model-name", settings.served_name]
+        )
+        state = State()
+        await init_app_state(engine, state, args, await engine.get_supported_tasks())
+        return cls(engine, state)
+
+    async def handle(self, job_input: dict, job_id: str) -> AsyncIterator[Any]:
+        """One openai_route job -> its output chunks (see the module docstring)."""
+        try:
+            result = await self._call(job_input.get("openai_route"), job_input.get("openai_input"))
+        except Exception as error:
+            if self.engine.errored:  # engine death: the job handler fails the job and restarts the worker
+                raise
+            result = create_error_response(error)  # typed and coded as vLLM's server would answer it
+            if result.error.code >= HTTPStatus.INTERNAL_SERVER_ERROR:
+                log.exception("openai job %s failed unexpectedly", job_id)
+        if isinstance(result, ErrorResponse):
+            log.info("openai job %s failed: %s %s", job_id, result.error.code, result.error.type)
+            yield {"error": json.dumps(result.model_dump(), ensure_ascii=False)}
+        elif isinstance(result, BaseModel):
+            yield result.model_dump(mode="json")
+        else:
+            # aclosing: a cancelled job closes vLLM's generator, which aborts the engine request.
+            async with contextlib.aclosing(result) as events:
+                async for event in events:
+                    yield event
+
+    async def _call(self, route: Any, body: Any) -> Any:
+        if route == "/v1/models":
+            return await self.models.show_available_models()
+        if route not in self.serving:
+            return create_error_response(
+                f"unknown openai_route {route!r}; this worker serves {', '.join(ROUTES)}",
+                err_type="NotFoundError",
+                status_code=HTTPStatus.NOT_FOUND,
+                param="openai_route",
+            )
+        request_model, create = self.serving[route]
+        request = _parse(request_model, body)
+        return request if isinstance(request, ErrorResponse) else await create(request)
+
+
+def _parse(request_model: type[BaseModel], body: Any) -> BaseModel | ErrorResponse:
+    """The body as vLLM's request model, or the 400 `vllm serve` answers a body it cannot validate with."""
+    if not isinstance(body, dict):
+        return create_error_response(
+            f"openai_input must be the request body as a JSON object, got {type(body).__name__}",
+            err_type=HTTPStatus.BAD_REQUEST.phrase,
+            param="openai_input",
+        )
+    try:
+        return request_model.model_validate(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        # As vLLM's validation handler: the parameter a vLLM check names, else the first field's path.
+        named = [e["ctx"]["error"].parameter for e in errors if isinstance(e.get("ctx", {}).get("error"), VLLMValidationError)]
+        param = named[0] if named else clean_loc_for_param(errors[0]["loc"]) or None
+        lines = [f"  {clean_loc_for_param(e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
+        message = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''}:\n" + "\n".join(lines)
+        return create_error_response(message, err_type=HTTPStatus.BAD_REQUEST.phrase, param=param)
