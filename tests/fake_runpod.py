@@ -159,13 +159,13 @@ class FakeRunPod:
 
 
 class WorkerProcess:
-    """`python handler.py` in production mode against a FakeRunPod, its output captured to a file."""
+    """`python handler.py` (production mode against a FakeRunPod, or with `args`), output captured to a file."""
 
-    def __init__(self, root: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, root: Path, env: dict[str, str], log_path: Path, args: list[str] | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "handler.py"],
+            [sys.executable, "-u", "handler.py", *(args or [])],
             cwd=root,
             env=env,
             stdout=self._log,

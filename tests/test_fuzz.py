@@ -112,6 +112,17 @@ def test_native_jobs_never_crash_on_malformed_input(loop, fuzz_handler, job_inpu
     assert_output_or_structured_error(run_with_deadline(loop, fuzz_handler, job_input))
 
 
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), field=st.sampled_from(sorted(sampling_values)), chat=st.booleans(), stream=st.booleans())
+def test_one_bad_field_in_an_otherwise_valid_job(loop, fuzz_handler, data, field, chat, stream):
+    job = {"sampling_params": {"max_tokens": 4, field: data.draw(sampling_values[field])}, "stream": stream}
+    if chat:
+        job["messages"] = [{"role": "user", "content": data.draw(st.text(max_size=40))}]
+    else:
+        job["prompt"] = data.draw(st.text(min_size=1, max_size=40))
+    assert_output_or_structured_error(run_with_deadline(loop, fuzz_handler, job))
+
+
 def test_after_the_fuzzing_the_worker_still_serves_jobs(loop, fuzz_handler, engine_handle):
     print(f"\nfuzz: {counts['cases']} native cases, {counts['errors']} structured errors, {counts['ok']} valid outputs")
     chunks = run_with_deadline(loop, fuzz_handler, {"prompt": "still here?", "sampling_params": {"max_tokens": 4}})

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_local_mode, job_error
+from conftest import ROOT, job_error, run_local_mode, worker_env
 
 GREEDY_JOB = {"prompt": "The capital of France is", "sampling_params": {"temperature": 0, "max_tokens": 32}}
 
@@ -77,3 +77,32 @@ def test_bad_setting_stops_the_worker_with_one_message(tiny_model):
     done = run_local_mode(tiny_model, GREEDY_JOB, DTYPE="float64", timeout=60)
     assert done.returncode == 2
     assert "DTYPE='float64'" in done.stderr and "auto, float16, bfloat16, float32" in done.stderr
+
+
+def test_sdk_local_api_server_runs_jobs_over_http(tiny_model, tmp_path):
+    """`python handler.py --rp_serve_api`: the SDK's own FastAPI server, called over real HTTP."""
+    import httpx
+
+    from fake_runpod import WorkerProcess, free_port
+
+    port = free_port()
+    env = {k: v for k, v in worker_env(tiny_model).items() if not k.startswith("RUNPOD_WEBHOOK")}
+    process = WorkerProcess(ROOT, env, tmp_path / "api.log", args=["--rp_serve_api", "--rp_api_port", str(port)])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/docs", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.proc.poll() is None, process.log()[-3000:]
+                time.sleep(0.5)
+        done = httpx.post(f"{base}/runsync", json={"input": {**GREEDY_JOB, "stream": True}}, timeout=300).json()
+        chunks = done["output"]
+        assert chunks[-1]["usage"]["completion_tokens"] == 32
+        assert "".join(c["text"] for chunk in chunks for c in chunk["choices"])
+        failed = httpx.post(f"{base}/runsync", json={"input": {"prompt": 1}}, timeout=60).json()
+        assert "input.prompt" in json.dumps(failed)
+    finally:
+        process.stop()
