@@ -119,6 +119,7 @@ def test_bad_inputs_fail_with_a_structured_error_naming_the_field_and_the_next_j
         ({"messages": [{"role": "wizard", "content": "x"}]}, "input.messages[0].role"),
         ({"messages": [{"role": "user"}]}, "input.messages[0].content"),
         ({"prompt": "word " * 3000}, "input.prompt"),
+        ({"prompt": "word " * 5000}, "input.prompt"),  # long enough to be tokenized off the event loop
     ]
     for job_input, field in cases:
         error = job_error(run_job(job_input))

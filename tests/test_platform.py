@@ -126,10 +126,14 @@ def test_secrets_never_appear_in_logs_or_outputs(platform, worker):
 @pytest.mark.slow
 def test_engine_death_fails_in_flight_jobs_and_exits_non_zero_quickly(tiny_model, tmp_path):
     fake = FakeRunPod().start()
-    process = WorkerProcess(ROOT, worker_env(tiny_model, **fake.env()), tmp_path / "worker.log")
+    # WARM_START: the engine is built before the first job is taken.
+    process = WorkerProcess(ROOT, worker_env(tiny_model, WARM_START="true", **fake.env()), tmp_path / "worker.log")
     try:
         fake.submit("warm", {"prompt": "warm", "sampling_params": {"max_tokens": 2}})
         fake.wait_for_results(["warm"], timeout=240)
+        log = process.log()
+        assert log.index("engine ready in") < log.index("warm | Started."), "WARM_START builds the engine first"
+        assert "engine_start_wait_ms" not in json.dumps(fake.results["warm"])
         fake.submit("in-flight", {"prompt": "long", "sampling_params": {"max_tokens": 1900, "ignore_eos": True, "n": 8}, "stream": True})
         deadline = time.monotonic() + 60
         while not fake.streams.get("in-flight") and time.monotonic() < deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,8 @@ from worker.jobs import build_engine_request, parse_job_input
 from worker.streaming import JobClock, final_result, stream_chunks
 
 log = logging.getLogger("worker.handler")
+
+LONG_PROMPT_CHARS = 16_384
 
 
 @contextlib.asynccontextmanager
@@ -87,12 +90,15 @@ class JobHandler:
         job = parse_job_input(job_input)
         engine = await self.engine.get()
         clock.engine_ready()
-        request = build_engine_request(
+        build = functools.partial(
+            build_engine_request,
             job,
             engine.get_tokenizer(),
             max_model_len=engine.model_config.max_model_len,
             default_max_tokens=self.settings.default_max_tokens,
         )
+        # Tokenizing a long prompt takes milliseconds: off the event loop, where other jobs stream.
+        request = await asyncio.to_thread(build) if job.prompt_chars() > LONG_PROMPT_CHARS else build()
         # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
         request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
         outputs = engine.generate(

@@ -88,6 +88,11 @@ class NativeJobInput(BaseModel):
     stream: bool = False
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    def prompt_chars(self) -> int:
+        if self.prompt is not None:
+            return len(self.prompt)
+        return sum(len(message.content) for message in self.messages or [])
+
     @model_validator(mode="after")
     def _exactly_one_prompt(self) -> "NativeJobInput":
         if (self.prompt is None) == (self.messages is None):
