@@ -79,7 +79,8 @@ class OpenAIGateway:
                 if _failed(chunk):
                     await response.write(f"data: {json.dumps(_error_body(chunk['error'])[1])}\n\n".encode())
                     break
-                await response.write(chunk.encode() if isinstance(chunk, str) else f"data: {json.dumps(chunk)}\n\n".encode())
+                event = chunk if isinstance(chunk, str) else f"data: {json.dumps(chunk)}\n\n"
+                await response.write(event.encode())
                 chunk = await anext(chunks, None)
             await response.write_eof()
             return response

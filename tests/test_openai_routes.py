@@ -121,9 +121,8 @@ def test_completion_returns_text_and_usage(call, client, model):
 
 def test_streamed_chat_equals_non_streamed_under_greedy_sampling_with_usage(call, client, model):
     whole = chat(call, client, model, **GREEDY)
-    chunks = stream_chunks(
-        call, client.chat.completions.create, model=model, messages=MESSAGES, stream_options={"include_usage": True}, **GREEDY
-    )
+    usage = {"include_usage": True}
+    chunks = stream_chunks(call, client.chat.completions.create, model=model, messages=MESSAGES, stream_options=usage, **GREEDY)
     assert len(chunks) > 3, "one SSE event per generated token, relayed as it comes"
     *deltas, last = chunks
     assert "".join(c.choices[0].delta.content or "" for c in deltas if c.choices) == whole.choices[0].message.content
@@ -143,7 +142,7 @@ def test_streamed_completion_equals_non_streamed_under_greedy_sampling_with_usag
 
 
 def test_stream_is_server_sent_events_ending_with_done(call, gateway, model):
-    body = {"model": model, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 4}
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}}
 
     def raw_stream():
         with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, timeout=180) as response:
@@ -198,7 +197,12 @@ def test_logprobs_on_chat_and_completions(call, client, model):
 
 
 def test_response_format_json_schema_constrains_the_output(call, client, model):
-    schema = {"type": "object", "properties": {"answer": {"type": "boolean"}}, "required": ["answer"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "boolean"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     response = chat(
         call,
         client,
@@ -314,6 +318,7 @@ def test_body_that_is_not_json_is_400(call, gateway, assert_alive):
 
 def test_failed_job_error_is_a_json_string_of_the_openai_error(run_job):
     # The runpod SDK keeps a failed job's error as a string: ours is the OpenAI error body as JSON.
-    (chunk,) = run_job({"openai_route": "/v1/chat/completions", "openai_input": {"model": "no-such-model", "messages": MESSAGES}})
+    body = {"model": "no-such-model", "messages": MESSAGES}
+    (chunk,) = run_job({"openai_route": "/v1/chat/completions", "openai_input": body})
     assert isinstance(chunk["error"], str)
     assert json.loads(chunk["error"])["error"]["code"] == 404

@@ -10,13 +10,15 @@ Output, per job:
   chunk, sent as it is generated; RunPod relays the chunks to the client verbatim. An error vLLM meets
   mid-stream is its own SSE error event ("data: {"error": ...}"), which the openai client raises.
 - otherwise     -> one chunk: the response JSON (a dict).
-- an error before any output (unknown model or route, malformed body, bad parameter, prompt too long)
-  -> one chunk {"error": "<JSON of OpenAI's error body>"}, where the body is
-  {"error": {"message", "type", "param", "code"}} and code is the HTTP status.
-  Why a JSON *string*: the runpod SDK fails any job whose chunk has a truthy "error" and keeps it as
-  `str(...)`; a dict would reach the relay as a Python repr no client can parse. A string keeps the
-  failed job's error exactly OpenAI's error body (what worker-vllm's `ErrorResponse.model_dump()`
-  meant to send), and matches the worker's native jobs ({"error": "<JSON>"}, worker/errors.py).
+- an error before any output (unknown model or route, malformed body, bad parameter, max_tokens past
+  the context), streaming or not -> the job fails with one chunk {"error": "<JSON>"}, the JSON being
+  OpenAI's error body {"error": {"message", "type", "param", "code"}} (code: the HTTP status). So the
+  relay can answer with that status and body before any SSE, as `vllm serve` answers such a stream.
+  Why a JSON *string*: the runpod SDK fails a job on any chunk with a truthy "error" and keeps only
+  `str(error)`; a dict would reach the relay as a Python repr no client parses. worker-vllm yields
+  `ErrorResponse.model_dump()`, which went through as a normal output while vLLM's error body was flat
+  and becomes such a repr now that it is nested under "error". The string also matches native jobs'
+  errors ({"error": "<JSON>"}, worker/errors.py).
 """
 
 from __future__ import annotations
@@ -119,7 +121,9 @@ def _parse(request_model: type[BaseModel], body: Any) -> BaseModel | ErrorRespon
     except ValidationError as error:
         errors = error.errors(include_url=False)
         # As vLLM's validation handler: the parameter a vLLM check names, else the first field's path.
-        named = [e["ctx"]["error"].parameter for e in errors if isinstance(e.get("ctx", {}).get("error"), VLLMValidationError)]
+        named = [
+            e["ctx"]["error"].parameter for e in errors if isinstance(e.get("ctx", {}).get("error"), VLLMValidationError)
+        ]
         param = named[0] if named else clean_loc_for_param(errors[0]["loc"]) or None
         lines = [f"  {clean_loc_for_param(e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
         message = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''}:\n" + "\n".join(lines)
