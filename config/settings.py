@@ -134,7 +134,7 @@ class WorkerSettings(BaseSettings):
         description="Streamed text is sent at most this often (the first delta at once, the last at once).",
     )
     stream_max_chunk_chars: int = Field(
-        default=4096, ge=1, description="A stream chunk is sent early once it holds this many characters."
+        default=65536, ge=1, description="A stream chunk is sent early once it holds this many characters."
     )
 
     @field_validator("model_name")

@@ -322,3 +322,39 @@ def test_failed_job_error_is_a_json_string_of_the_openai_error(run_job):
     (chunk,) = run_job({"openai_route": "/v1/chat/completions", "openai_input": body})
     assert isinstance(chunk["error"], str)
     assert json.loads(chunk["error"])["error"]["code"] == 404
+
+
+def test_a_long_stream_is_relayed_in_few_chunks_and_events_stay_whole(loop, job_handler, model):
+    """Each job chunk is one POST to RunPod: SSE events are joined, never split."""
+    body = {"model": model, "prompt": "Once", "max_tokens": 512, "temperature": 0, "ignore_eos": True, "stream": True}
+
+    async def collect():
+        return [c async for c in job_handler({"id": "sse", "input": {"openai_route": "/v1/completions", "openai_input": body}})]
+
+    chunks = loop.run_until_complete(collect())
+    assert all(isinstance(c, str) and c.endswith("\n\n") for c in chunks)
+    events = "".join(chunks).split("\n\n")[:-1]
+    assert events[-1] == "data: [DONE]"
+    tokens = sum(len(json.loads(e.removeprefix("data: "))["choices"]) for e in events[:-1])
+    assert tokens >= 512
+    assert len(chunks) <= 20, f"{len(chunks)} chunks for {len(events)} SSE events"
+
+
+def test_job_timeout_aborts_an_openai_stream(loop, worker_settings, engine_handle, model):
+    from worker.handler import JobHandler
+
+    handler = JobHandler(worker_settings.model_copy(update={"job_timeout_s": 0.3}), engine_handle).handle
+    body = {"model": model, "prompt": "Once", "max_tokens": 1900, "ignore_eos": True, "stream": True}
+
+    async def collect():
+        chunks = [c async for c in handler({"id": "slow-sse", "input": {"openai_route": "/v1/completions", "openai_input": body}})]
+        for _ in range(100):
+            if not engine_handle.engine.get_num_unfinished_requests():
+                break
+            await asyncio.sleep(0.05)
+        return chunks, engine_handle.engine.get_num_unfinished_requests()
+
+    chunks, unfinished = loop.run_until_complete(collect())
+    last = json.loads(chunks[-1].strip().removeprefix("data: "))
+    assert last["error"]["code"] == 408 and "JOB_TIMEOUT_S=0.3" in last["error"]["message"]
+    assert unfinished == 0

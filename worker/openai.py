@@ -6,9 +6,11 @@ job {"openai_route": "/v1/chat/completions", "openai_input": <request body>}. We
 models and call its serving classes: no second engine, no HTTP hop, no protocol of our own.
 
 Output, per job:
-- stream: true  -> each SSE event vLLM writes ("data: {...}\\n\\n" ... "data: [DONE]\\n\\n") is one job
-  chunk, sent as it is generated; RunPod relays the chunks to the client verbatim. An error vLLM meets
-  mid-stream is its own SSE error event ("data: {"error": ...}"), which the openai client raises.
+- stream: true  -> the SSE events vLLM writes ("data: {...}\n\n" ... "data: [DONE]\n\n"), joined into
+  job chunks by the native streams' flush rule (the first token at once, then at most one chunk per
+  STREAM_FLUSH_INTERVAL_MS, since each chunk is one POST to RunPod). RunPod relays them verbatim and
+  joined events are still valid SSE. An error vLLM meets mid-stream is its own SSE error event
+  ("data: {"error": ...}"), which the openai client raises; so is JOB_TIMEOUT_S running out.
 - otherwise     -> one chunk: the response JSON (a dict).
 - an error before any output (unknown model or route, malformed body, bad parameter, max_tokens past
   the context), streaming or not -> the job fails with one chunk {"error": "<JSON>"}, the JSON being
@@ -23,6 +25,7 @@ Output, per job:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -44,6 +47,7 @@ from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from config.settings import WorkerSettings
+from worker.streaming import coalesce_events, until
 
 log = logging.getLogger("worker.openai")
 
@@ -53,8 +57,9 @@ ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 class OpenAIRoutes:
     """vLLM's serving objects for /v1/models, /v1/chat/completions and /v1/completions."""
 
-    def __init__(self, engine: AsyncLLM, state: State) -> None:
+    def __init__(self, engine: AsyncLLM, state: State, settings: WorkerSettings) -> None:
         self.engine = engine
+        self.settings = settings
         self.models = state.openai_serving_models
         self.serving = {
             "/v1/chat/completions": (ChatCompletionRequest, state.openai_serving_chat.create_chat_completion),
@@ -70,12 +75,17 @@ class OpenAIRoutes:
         )
         state = State()
         await init_app_state(engine, state, args, await engine.get_supported_tasks())
-        return cls(engine, state)
+        return cls(engine, state, settings)
 
     async def handle(self, job_input: dict, job_id: str) -> AsyncIterator[Any]:
         """One openai_route job -> its output chunks (see the module docstring)."""
+        route = job_input.get("openai_route")
+        deadline = asyncio.get_running_loop().time() + self.settings.job_timeout_s
         try:
-            result = await self._call(job_input.get("openai_route"), job_input.get("openai_input"))
+            async with asyncio.timeout_at(deadline):
+                result = await self._call(route, job_input.get("openai_input"))
+        except TimeoutError:
+            result = self._timeout_error()
         except Exception as error:
             if self.engine.errored:  # engine death: the job handler fails the job and restarts the worker
                 raise
@@ -90,8 +100,24 @@ class OpenAIRoutes:
         else:
             # aclosing: a cancelled job closes vLLM's generator, which aborts the engine request.
             async with contextlib.aclosing(result) as events:
-                async for event in events:
-                    yield event
+                try:
+                    async for chunk in coalesce_events(
+                        until(deadline, events),
+                        flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
+                        max_chars=self.settings.stream_max_chunk_chars,
+                        # A chat stream opens with a role-only event; its first token is the second.
+                        immediate=2 if route == "/v1/chat/completions" else 1,
+                    ):
+                        yield chunk
+                except TimeoutError:
+                    yield f"data: {json.dumps(self._timeout_error().model_dump())}\n\n"
+
+    def _timeout_error(self) -> ErrorResponse:
+        return create_error_response(
+            f"the request ran longer than JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s and was aborted",
+            err_type="TimeoutError",
+            status_code=HTTPStatus.REQUEST_TIMEOUT,
+        )
 
     async def _call(self, route: Any, body: Any) -> Any:
         if route == "/v1/models":

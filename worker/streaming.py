@@ -11,6 +11,7 @@ Per token this does a clock read and a list append: no validation, no logging, n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -177,3 +178,40 @@ def final_result(output: RequestOutput, clock: JobClock) -> dict[str, Any]:
         metrics.pop("time_to_first_token_ms", None)
         metrics.pop("generation_tokens_per_s", None)
     return {"choices": choices, "usage": usage(prompt_tokens, completion_tokens), "metrics": metrics}
+
+
+async def coalesce_events(
+    events: AsyncIterator[str], *, flush_interval_s: float, max_chars: int, immediate: int = 1
+) -> AsyncIterator[str]:
+    """Join text events (e.g. SSE "data: ...\n\n") into chunks by the same rule as `stream_chunks`:
+    the first `immediate` events at once, then at most one chunk per interval or per `max_chars`,
+    and whatever is left when the stream ends. Joined SSE events are still valid SSE."""
+    pending: list[str] = []
+    pending_chars = 0
+    last_flush = 0.0
+    sent = 0
+    async for event in events:
+        pending.append(event)
+        pending_chars += len(event)
+        now = time.perf_counter()
+        if sent < immediate or now - last_flush >= flush_interval_s or pending_chars >= max_chars:
+            yield "".join(pending)
+            pending.clear()
+            pending_chars = 0
+            last_flush = now
+            sent += 1
+    if pending:
+        yield "".join(pending)
+
+
+async def until(deadline: float, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """`items`, raising TimeoutError at the loop-time `deadline`; bounded per await, so the deadline
+    never fires in the consumer's code between two items."""
+    iterator = aiter(items)
+    while True:
+        async with asyncio.timeout_at(deadline):
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+        yield item
