@@ -26,7 +26,7 @@ def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tm
     assert set(rows) == {("worker", 1), ("vllm", 1), ("worker", 4), ("vllm", 4)}
     for (path, _), row in rows.items():
         assert row["tokens_per_s_aggregate"] > 0 and row["ttft_p50_ms"] > 0
-    # vLLM itself yields once per token; the worker coalesces them.
-    assert rows[("vllm", 1)]["chunks_per_job"] == 512
+    # vLLM yields about once per token (it merges only what the reader has not taken yet).
+    assert rows[("vllm", 1)]["chunks_per_job"] > 200
     assert rows[("worker", 1)]["chunks_per_job"] <= 20
     assert rows[("worker", 4)]["chunks_per_job"] <= 20
