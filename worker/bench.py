@@ -104,7 +104,9 @@ async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTim
     chunks = tokens = 0
     async for output in engine.generate({"prompt_token_ids": prompt_ids}, params, request_id=uuid.uuid4().hex):
         now = time.perf_counter()
-        first = first or now
+        # Time to first *text*, as for the worker: a token that ends inside a UTF-8 character has none.
+        if first is None and output.outputs[0].text:
+            first = now
         last = now
         chunks += 1
         tokens += len(output.outputs[0].token_ids)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from config.settings import WorkerSettings
 from worker.engine import EngineHandle, EngineStartError
 from worker.errors import JobError
-from worker.jobs import build_engine_request, parse_job_input
+from worker.jobs import build_engine_request, parse_job_input, sampling_params_model
 from worker.streaming import JobClock, final_result, stream_chunks
 
 log = logging.getLogger("worker.handler")
@@ -61,6 +62,7 @@ class JobHandler:
         self.settings = settings
         self.engine = engine
         self._openai = None  # built on the first openai_route job
+        sampling_params_model()  # build the schema now, not on the first job
 
     def concurrency(self, current: int) -> int:
         """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching)."""
@@ -88,8 +90,9 @@ class JobHandler:
 
     async def _run_native(self, job_input: Any, job_id: str, clock: JobClock) -> AsyncIterator[Any]:
         job = parse_job_input(job_input)
+        wait_started = time.perf_counter()
         engine = await self.engine.get()
-        clock.engine_ready()
+        clock.engine_ready(time.perf_counter() - wait_started)
         build = functools.partial(
             build_engine_request,
             job,

@@ -26,11 +26,13 @@ class JobClock:
 
     received: float = field(default_factory=time.perf_counter)
     started: float | None = None  # the engine was ready and the request went in
+    engine_wait_s: float = 0.0  # time spent waiting for the engine to start (cold start)
     first_token: float | None = None
     last_token: float | None = None
 
-    def engine_ready(self) -> None:
+    def engine_ready(self, waited_s: float) -> None:
         self.started = time.perf_counter()
+        self.engine_wait_s = waited_s
 
     def token_seen(self) -> None:
         now = time.perf_counter()
@@ -61,9 +63,9 @@ def job_metrics(clock: JobClock, completion_tokens: int, last: RequestOutput | N
     """Per-job timing: time to first token, generation speed, and time queued inside the engine."""
     metrics: dict[str, Any] = {}
     started = clock.started or clock.received
-    if started - clock.received > 0.001:
+    if clock.engine_wait_s > 0.001:
         # Only a job that arrived while the engine was still starting (cold start) waited here.
-        metrics["engine_start_wait_ms"] = round((started - clock.received) * 1000, 2)
+        metrics["engine_start_wait_ms"] = round(clock.engine_wait_s * 1000, 2)
     if clock.first_token is not None:
         metrics["time_to_first_token_ms"] = round((clock.first_token - started) * 1000, 2)
         generation_s = (clock.last_token or clock.first_token) - clock.first_token
@@ -91,9 +93,15 @@ async def stream_chunks(
     last: RequestOutput | None = None
 
     async for output in outputs:
+        # The per-token path: keep it to a clock read and a few appends.
+        now = time.perf_counter()
         last = output
-        clock.token_seen()
+        if clock.first_token is None:
+            clock.first_token = now
+            prompt_tokens = len(output.prompt_token_ids or ())
+        clock.last_token = now
         waiting_chars = 0
+        newly_finished = False
         for completion in output.outputs:
             choice = choices.get(completion.index)
             if choice is None:
@@ -105,13 +113,10 @@ async def stream_chunks(
             if completion.finish_reason is not None:
                 choice.finish_reason = completion.finish_reason
                 choice.stop_reason = completion.stop_reason
+                newly_finished = True
             waiting_chars += choice.pending_chars
-        if output.prompt_token_ids is not None:
-            prompt_tokens = len(output.prompt_token_ids)
         if output.finished:
             break
-        now = time.perf_counter()
-        newly_finished = any(c.finish_reason and not c.reported_finish for c in choices.values())
         if (
             last_flush is None
             or now - last_flush >= flush_interval_s
