@@ -51,13 +51,17 @@ def main() -> None:
         except EngineStartError:
             sys.exit(1)  # the reason is logged; the platform replaces this worker
     jobs = JobHandler(settings, engine)
-    runpod.serverless.start(
-        {
-            "handler": collect_stream(jobs.handle) if is_local_test_run(sys.argv[1:]) else jobs.handle,
-            "concurrency_modifier": jobs.concurrency,
-            "return_aggregate_stream": True,
-        }
-    )
+    try:
+        runpod.serverless.start(
+            {
+                "handler": collect_stream(jobs.handle) if is_local_test_run(sys.argv[1:]) else jobs.handle,
+                "concurrency_modifier": jobs.concurrency,
+                "return_aggregate_stream": True,
+            }
+        )
+    finally:
+        # The SDK returns after SIGTERM once in-flight jobs are done: stop vLLM's processes with us.
+        engine.shutdown()
 
 
 if __name__ == "__main__":

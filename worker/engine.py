@@ -182,7 +182,7 @@ class EngineHandle:
             self._on_fatal("the vLLM engine process died; in-flight jobs were failed")
 
     def shutdown(self) -> None:
-        if self._watchdog is not None:
+        if self._watchdog is not None and not self._watchdog.get_loop().is_closed():
             self._watchdog.cancel()
         if self._engine is not None:
             self._engine.shutdown()
