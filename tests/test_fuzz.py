@@ -128,3 +128,66 @@ def test_after_the_fuzzing_the_worker_still_serves_jobs(loop, fuzz_handler, engi
     chunks = run_with_deadline(loop, fuzz_handler, {"prompt": "still here?", "sampling_params": {"max_tokens": 4}})
     assert chunks[-1]["usage"]["completion_tokens"] == 4
     assert engine_handle.engine.get_num_unfinished_requests() == 0
+
+
+openai_routes = st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/nope", "", None, 5])
+openai_bodies = st.one_of(
+    json_values,
+    st.text(max_size=30),  # a body that is not JSON reaches the worker as its text
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.one_of(st.just("MODEL"), st.just("no-such-model"), json_scalars),
+            "messages": messages,
+            "prompt": st.one_of(st.text(max_size=40), st.just("word " * 2500), json_values),
+            "max_tokens": sampling_values["max_tokens"],
+            "temperature": sampling_values["temperature"],
+            "top_p": sampling_values["top_p"],
+            "n": st.one_of(st.integers(-2, 20), json_scalars),
+            "stop": sampling_values["stop"],
+            "seed": sampling_values["seed"],
+            "logprobs": st.one_of(st.booleans(), st.integers(-3, 30), json_scalars),
+            "stream": st.one_of(st.booleans(), json_scalars),
+            "response_format": json_values,
+            "tools": json_values,
+            "bogus_field": json_values,
+        },
+    ),
+)
+openai_counts = {"cases": 0, "errors": 0, "ok": 0}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(route=openai_routes, body=openai_bodies)
+def test_openai_routes_never_crash_on_malformed_requests(loop, fuzz_handler, worker_settings, route, body):
+    if isinstance(body, dict):
+        if body.get("model") == "MODEL":
+            body = {**body, "model": worker_settings.served_name}
+        max_tokens = body.get("max_tokens")
+        if max_tokens is None or (type(max_tokens) is int and FUZZ_MAX_TOKENS < max_tokens <= 2048):
+            body = {**body, "max_tokens": 4}  # keep valid cases short; invalid values stay as drawn
+    chunks = run_with_deadline(loop, fuzz_handler, {"openai_route": route, "openai_input": body})
+    assert chunks
+    last = chunks[-1]
+    if isinstance(last, dict) and "error" in last:
+        error = json.loads(last["error"])["error"]
+        assert error["code"] in (400, 404, 408), error
+        assert error["message"] and error["type"]
+        openai_counts["errors"] += 1
+    elif isinstance(last, str):  # a stream: SSE text, ending with [DONE] or an SSE error event
+        text = "".join(chunks)
+        assert text.startswith("data: ") and text.endswith("\n\n")
+        assert text.endswith("data: [DONE]\n\n") or '"error"' in text.split("data: ")[-1]
+        openai_counts["ok"] += 1
+    else:
+        assert isinstance(last, dict) and ("choices" in last or "data" in last), last
+        openai_counts["ok"] += 1
+    openai_counts["cases"] += 1
+
+
+def test_after_the_openai_fuzzing_the_worker_still_serves_jobs(loop, fuzz_handler, worker_settings, engine_handle):
+    print(f"\nfuzz: {openai_counts['cases']} OpenAI cases, {openai_counts['errors']} OpenAI errors, {openai_counts['ok']} responses")
+    body = {"model": worker_settings.served_name, "prompt": "still here?", "max_tokens": 3}
+    (response,) = run_with_deadline(loop, fuzz_handler, {"openai_route": "/v1/completions", "openai_input": body})
+    assert response["usage"]["completion_tokens"] == 3
+    assert engine_handle.engine.get_num_unfinished_requests() == 0
