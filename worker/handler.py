@@ -62,6 +62,7 @@ class JobHandler:
         self.settings = settings
         self.engine = engine
         self._openai = None  # built on the first openai_route job
+        self._openai_lock = asyncio.Lock()  # concurrent first openai jobs build it once
         sampling_params_model()  # build the schema now, not on the first job
 
     def concurrency(self, current: int) -> int:
@@ -128,7 +129,9 @@ class JobHandler:
 
         engine = await self.engine.get()
         if self._openai is None:
-            self._openai = await OpenAIRoutes.create(engine, self.settings)
+            async with self._openai_lock:
+                if self._openai is None:
+                    self._openai = await OpenAIRoutes.create(engine, self.settings)
         async for chunk in self._openai.handle(job_input, job_id):
             yield chunk
 
