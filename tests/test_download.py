@@ -15,15 +15,26 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from huggingface_hub import constants
+from huggingface_hub.utils import filter_repo_objects
 
 from config.settings import load_settings
 from worker import download
-from worker.download import ModelDownloadError, ensure_model
+from worker.download import ModelDownloadError, ensure_model, weight_ignore_patterns
 
 TOKEN = "hf_SECRETtokenVALUE0123456789"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "acme/tiny-model"
 FILES = {"config.json": b'{"architectures": ["LlamaForCausalLM"]}', "model.safetensors": b"\x00" * 4096}
+# What meta-llama repos ship: HF safetensors shards plus Meta's original checkpoint (same weights again).
+LLAMA_FILES = {
+    **{name: b"{}" for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                                "model.safetensors.index.json", "original/params.json")},
+    "chat_template.jinja": b"{{ messages }}",
+    "model-00001-of-00002.safetensors": b"\x01" * 2048,
+    "model-00002-of-00002.safetensors": b"\x02" * 2048,
+    "original/consolidated.00.pth": b"\x03" * 2048,
+    "original/tokenizer.model": b"\x04" * 64,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +184,7 @@ class FakeHub(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), FakeHubHandler)
         self.mode = "ok"
+        self.files = FILES
         self.authorizations: list[str | None] = []
 
     @property
@@ -206,17 +218,17 @@ class FakeHubHandler(http.server.BaseHTTPRequestHandler):
             headers = {"X-Error-Message": message} | ({"X-Error-Code": code} if code else {})
             return self._send(status, json.dumps({"error": message}).encode(), headers, body)
         if path.startswith(f"/api/models/{REPO}/revision/"):
-            info = {"id": REPO, "sha": COMMIT, "siblings": [{"rfilename": name} for name in FILES]}
+            info = {"id": REPO, "sha": COMMIT, "siblings": [{"rfilename": name} for name in self.server.files]}
             return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
         if path.startswith(f"/api/models/{REPO}/tree/"):
             tree = [
                 {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                for name, data in FILES.items()
+                for name, data in self.server.files.items()
             ]
             return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
         prefix = f"/{REPO}/resolve/{COMMIT}/"
-        if path.startswith(prefix) and path[len(prefix) :] in FILES:
-            data = FILES[path[len(prefix) :]]
+        if path.startswith(prefix) and path[len(prefix) :] in self.server.files:
+            data = self.server.files[path[len(prefix) :]]
             etag = f'"{hashlib.sha1(data).hexdigest()}"'
             return self._send(200, data, {"ETag": etag, "X-Repo-Commit": COMMIT}, body)
         self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"}, body)
@@ -283,6 +295,76 @@ def test_token_never_reaches_the_logs(hub, tmp_path, caplog):
     with pytest.raises(ModelDownloadError):
         call({"model_name": REPO, "model_cache_dir": str(tmp_path / "cache"), "hf_token": TOKEN})
     assert TOKEN not in caplog.text
+
+
+# --- one weight format, as vLLM loads ----------------------------------------------------------
+
+
+def kept(files: list[str]) -> set[str]:
+    """The files snapshot_download fetches with our patterns (huggingface_hub's own filter)."""
+    return set(filter_repo_objects(files, ignore_patterns=weight_ignore_patterns(files)))
+
+
+def test_llama_3_70b_skips_the_original_checkpoint():
+    shards = [f"model-{i:05d}-of-00030.safetensors" for i in range(1, 31)]
+    original = [f"original/consolidated.{i:02d}.pth" for i in range(8)] + ["original/params.json",
+                                                                          "original/tokenizer.model"]
+    others = ["config.json", "generation_config.json", "model.safetensors.index.json", "special_tokens_map.json",
+              "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md", "USE_POLICY.md", ".gitattributes"]
+    assert kept(shards + original + others) == set(shards + others)
+
+
+def test_bin_only_repo_keeps_its_bin_weights():
+    files = ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+             "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer_config.json", "modeling_custom.py"]
+    assert kept(files) == set(files)
+
+
+def test_safetensors_win_over_bin_and_other_frameworks():
+    weights = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    keep = weights + ["config.json", "model.safetensors.index.json", "tokenizer.tiktoken", "chat_template.jinja",
+                      "configuration_custom.py", "spiece.model"]
+    dropped = ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
+               "training_args.bin", "tf_model.h5", "flax_model.msgpack", "rust_model.ot", "onnx/model.onnx",
+               "consolidated.00.pth"]
+    assert kept(keep + dropped) == set(keep) | {"pytorch_model.bin.index.json"}
+
+
+def test_pt_only_repo_keeps_its_pt_weights():
+    files = ["config.json", "model.pt"]
+    assert kept(files) == set(files)
+
+
+def test_download_fetches_one_weight_format_then_finds_it_offline(hub, tmp_path, monkeypatch):
+    hub.files = LLAMA_FILES
+    cache = tmp_path / "cache"
+    path = Path(call({"model_name": REPO, "model_cache_dir": str(cache), "hf_token": TOKEN}))
+    on_disk = {str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()}
+    assert on_disk == {name for name in LLAMA_FILES if not name.startswith("original/")}
+
+    # Offline, huggingface_hub checks the snapshot against the cached file list: the same filter must apply.
+    hub.mode = "down"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert Path(call({"model_name": REPO, "model_cache_dir": str(cache)})) == path
+    assert download.find_local_model(settings(model_name=REPO, model_cache_dir=str(cache))) == str(path)
+
+
+def test_bake_fetches_one_weight_format_and_the_worker_uses_it(hub, tmp_path, monkeypatch):
+    hub.files = LLAMA_FILES
+    monkeypatch.setenv("MODEL_NAME", REPO)
+    assert download.main(["--bake", "--baked-dir", str(tmp_path / "baked"), "--token-file", str(tmp_path / "none")]) == 0
+    snapshot = tmp_path / "baked" / "hub" / "models--acme--tiny-model" / "snapshots" / COMMIT
+    assert not (snapshot / "original").exists() and (snapshot / "model-00001-of-00002.safetensors").is_file()
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert Path(call({"model_name": REPO}, baked_dir=tmp_path / "baked")) == snapshot
+
+
+def test_find_local_model_without_network(tmp_path):
+    assert download.find_local_model(settings(model_name=str(tmp_path))) == str(tmp_path)
+    snapshot = bake_offline(tmp_path / "baked")
+    assert Path(download.find_local_model(settings(model_name=REPO), baked_dir=tmp_path / "baked")) == snapshot
+    assert download.find_local_model(settings(model_name=REPO, model_cache_dir=str(tmp_path / "empty"))) is None
 
 
 # --- the build-time entry point ------------------------------------------------------------------

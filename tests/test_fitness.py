@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from huggingface_hub import constants
+from huggingface_hub.utils import _http as http_utils
 from runpod.serverless.modules import rp_fitness
 
 from config.settings import load_settings
 from tests.fake_nvml import FakeNvml, install
-from worker import fitness, gpus
+from tests.test_download import COMMIT, FakeHub, fake_cache
+from worker import download, fitness, gpus
 from worker.fitness import PodUnfitError, check_parallel_plan, gpu_build_installed, register_fitness_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
+LLAMA_8B = MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"
+GATED = "acme/tiny-model"  # the repo tests.test_download's FakeHub serves
+
+
+@pytest.fixture
+def hub_env(tmp_path, monkeypatch):
+    """No token, no baked model, no volume; the hub at a closed port (any call to it fails)."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "default-cache"))
+    monkeypatch.setattr(download, "VOLUME_ROOT", tmp_path / "no-volume")
+    monkeypatch.setattr(download, "BAKED_MODEL_DIR", tmp_path / "no-baked-model")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    install(monkeypatch, FakeNvml(count=4, memory_gb=80))
+    # huggingface_hub retries a failing hub for ~25 s (1+2+4+8+8 s); the tests need the outcome, not the wait.
+    monkeypatch.setattr(http_utils, "time", SimpleNamespace(sleep=lambda seconds: None))
+
+
+def cache_llama(cache_dir: Path) -> None:
+    snapshot = fake_cache(cache_dir, repo=GATED)
+    shutil.copy(LLAMA_8B, snapshot / "config.json")
 
 
 @pytest.fixture
@@ -108,3 +136,74 @@ def test_check_is_cheap(model_dir):
     seconds, imported = result.stdout.split(" ", 1)
     assert imported.strip() == "[]"
     assert float(seconds) < 5
+
+
+# --- where config.json comes from ---------------------------------------------------------------------
+
+
+def test_baked_gated_model_without_token_gets_a_full_plan(hub_env, tmp_path, monkeypatch):
+    baked = tmp_path / "baked"
+    cache_llama(baked / "hub")
+    (baked / "manifest.json").write_text(json.dumps({"model_name": GATED, "revision": None, "commit": COMMIT}))
+    monkeypatch.setattr(download, "BAKED_MODEL_DIR", baked)
+    plan = check_parallel_plan(load_settings(model_name=GATED))
+    assert plan is not None and plan.tensor_parallel_size == 4  # planned from the baked config.json
+
+
+def test_model_in_the_workers_cache_gets_a_full_plan_offline(hub_env, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cache_llama(tmp_path / "cache")
+    plan = check_parallel_plan(load_settings(model_name=GATED, model_cache_dir=str(tmp_path / "cache")))
+    assert plan is not None and plan.tensor_parallel_size == 4
+
+
+def test_network_volume_cache_is_read(hub_env, tmp_path, monkeypatch):
+    (tmp_path / "volume").mkdir()
+    monkeypatch.setattr(download, "VOLUME_ROOT", tmp_path / "volume")
+    cache_llama(tmp_path / "volume" / "huggingface-cache" / "hub")
+    assert check_parallel_plan(load_settings(model_name=GATED)) is not None
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["offline", "hub-unreachable"])
+def test_config_out_of_reach_passes_with_a_warning(hub_env, sdk_registry, monkeypatch, caplog, capsys, offline):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    register_fitness_checks(load_settings(model_name=GATED))
+    run_sdk_checks()
+    assert "All fitness checks passed" in capsys.readouterr().out
+    warning = next(r for r in caplog.records if r.levelname == "WARNING" and r.name == "worker.fitness")
+    assert GATED in warning.getMessage() and "GPU count only" in warning.getMessage()
+
+
+def test_config_out_of_reach_still_checks_the_gpu_count(hub_env, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    install(monkeypatch, FakeNvml(count=2, memory_gb=80))
+    with pytest.raises(ValueError, match="needs 4 GPUs, but this pod has 2"):
+        check_parallel_plan(load_settings(model_name=GATED, tensor_parallel_size=4))
+    with pytest.raises(ValueError, match="needs 4 GPUs"):
+        check_parallel_plan(load_settings(model_name=GATED, tensor_parallel_size=2, pipeline_parallel_size=2))
+    assert check_parallel_plan(load_settings(model_name=GATED, tensor_parallel_size=2)) is None
+
+
+@pytest.fixture
+def fake_hub(hub_env, monkeypatch):
+    server = FakeHub()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_gated_model_without_token_is_still_refused(fake_hub):
+    # Not the hub's fault: the engine start would fail the same way.
+    fake_hub.mode = "gated"
+    with pytest.raises(ValueError, match="is gated"):
+        check_parallel_plan(load_settings(model_name=GATED))
+
+
+def test_hub_down_passes_with_a_warning(fake_hub, caplog):
+    fake_hub.mode = "down"
+    assert check_parallel_plan(load_settings(model_name=GATED)) is None
+    assert "GPU count only" in caplog.text

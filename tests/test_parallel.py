@@ -24,11 +24,15 @@ from worker.model_shape import ModelShape
 from worker.topology import parse_topo_matrix
 
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-TOPOLOGY = Path(__file__).resolve().parent / "fixtures" / "topology"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TOPOLOGY = FIXTURES / "topology"
+# Quantized checkpoints' config.json (written for these tests; the shared folder holds unquantized ones).
+QUANTIZED_CONFIGS = FIXTURES / "model-configs"
 
 
 def config(name: str) -> dict:
-    return json.loads((MODEL_CONFIGS / f"{name}.json").read_text())
+    folder = QUANTIZED_CONFIGS if (QUANTIZED_CONFIGS / f"{name}.json").exists() else MODEL_CONFIGS
+    return json.loads((folder / f"{name}.json").read_text())
 
 
 def pod(count: int, memory_gb: float = 80, topo: str | None = None) -> GpuInventory:
@@ -67,13 +71,75 @@ VALID_SIZES = {
 }
 
 
+# Worked out by hand, as above, then no GPU's share may cut through a quantization scale (vLLM 0.32): the inputs
+# of the row-parallel layers (attention output = heads x head_dim, the dense MLP) split by TP must hold whole
+# FP8 blocks / AWQ groups; each GPU's share of an expert's MLP must too, unless vLLM can fall back to finer
+# scales: gcd(block or group, expert MLP per GPU, hidden size) >= 32.
+QUANTIZED_VALID_SIZES = {
+    # 64 heads, 4 KV heads (split at 1, 2, 4; replicated from 8), experts 1536 = 2^9 x 3: 1..64 before blocks.
+    # Attention output 64 x 128 = 8192: 8192 / 64 = 128 is whole blocks. Expert MLP per GPU vs blocks of 128:
+    # 1536, 768, 384 whole; 192 (TP 8): gcd(128, 192, 4096) = 64 -> refined to 64x64 blocks;
+    # 96 (TP 16): gcd = 32 -> 32x32; 48 (TP 32): gcd = 16, 24 (TP 64): gcd = 8 -> under 32, rejected.
+    "Qwen--Qwen3-235B-A22B-FP8": [1, 2, 4, 8, 16],
+    # 64 heads, 8 KV heads, MLP 29568 = 128 x 231 (231 = 3 x 7 x 11, odd): 1..64 before groups.
+    # down_proj input per GPU 29568 / 2 = 14784 = 115.5 groups of 128: every TP > 1 cuts a group.
+    "Qwen--Qwen2.5-72B-Instruct-AWQ": [1],
+}
+
+
 def test_every_reference_config_is_covered():
     assert {p.stem for p in MODEL_CONFIGS.glob("*.json")} == set(VALID_SIZES)
+    assert {p.stem for p in QUANTIZED_CONFIGS.glob("*.json")} == set(QUANTIZED_VALID_SIZES)
 
 
-@pytest.mark.parametrize("name, sizes", VALID_SIZES.items())
+@pytest.mark.parametrize("name, sizes", [*VALID_SIZES.items(), *QUANTIZED_VALID_SIZES.items()])
 def test_valid_tp_sizes(name, sizes):
     assert valid_tp_sizes(config(name)) == sizes
+
+
+def test_quantization_problem_names_the_scale():
+    fp8 = ModelShape.from_config(config("Qwen--Qwen3-235B-A22B-FP8"))
+    assert tp_problem(fp8, 8) is None  # 192 per GPU: vLLM refines the 128x128 blocks to 64x64
+    assert tp_problem(fp8, 32) == (
+        "the expert MLP per GPU 48 (1536 / 32) is not a multiple of the FP8 block size 128, "
+        "and the finer scale vLLM falls back to would be 16 wide (under 32)"
+    )
+    awq = ModelShape.from_config(config("Qwen--Qwen2.5-72B-Instruct-AWQ"))
+    assert tp_problem(awq, 2) == "the MLP per GPU 14784 (29568 / 2) is not a multiple of the AWQ group size 128"
+    assert "awq groups of 128" in awq.describe() and "fp8 blocks 128x128" in fp8.describe()
+
+
+def test_fp8_blocks_without_a_finer_fallback():
+    # compressed-tensors FP8 MoE has no block refinement (validate_fp8_block_shape_moe always applies):
+    # 1536 / 8 = 192 is not a multiple of 128, so TP 8 and beyond are out.
+    qwen = config("Qwen--Qwen3-235B-A22B-FP8")
+    block = {"weights": {"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]}}
+    compressed = {**qwen, "quantization_config": {"quant_method": "compressed-tensors",
+                                                  "config_groups": {"group_0": {"targets": ["Linear"], **block}}}}
+    assert valid_tp_sizes(compressed) == [1, 2, 4]
+    assert tp_problem(ModelShape.from_config(compressed), 8) == (
+        "the expert MLP per GPU 192 (1536 / 8) is not a multiple of the FP8 block size 128"
+    )
+    # A dense FP8 model: down_proj's input per GPU must hold whole blocks (Qwen3-32B-FP8: MLP 25600 = 128 x 200).
+    dense = {"hidden_size": 5120, "num_attention_heads": 64, "num_key_value_heads": 8, "num_hidden_layers": 64,
+             "head_dim": 128, "intermediate_size": 25600, "quantization_config": qwen["quantization_config"]}
+    assert valid_tp_sizes(dense) == [1, 2, 4, 8]  # 25600 / 16 = 1600 = 12.5 blocks
+    assert valid_tp_sizes({**dense, "quantization_config": None}) == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_awq_group_sizes():
+    awq = config("Qwen--Qwen2.5-72B-Instruct-AWQ")
+    # The published checkpoint pads the MLP to 29696 = 128 x 232 = 128 x 2^3 x 29 for this: TP 2, 4, 8 work.
+    assert valid_tp_sizes({**awq, "intermediate_size": 29696}) == [1, 2, 4, 8]
+    gptq = {**awq, "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}}
+    assert valid_tp_sizes(gptq) == [1]
+    per_channel = {**awq, "quantization_config": {**awq["quantization_config"], "group_size": -1}}
+    assert valid_tp_sizes(per_channel) == valid_tp_sizes(config("Qwen--Qwen2.5-72B-Instruct"))
+    # Experts: Marlin needs whole groups per GPU, else MoE WNA16 halves the group down to 32.
+    moe = {"hidden_size": 2048, "num_attention_heads": 16, "num_key_value_heads": 16, "num_hidden_layers": 24,
+           "num_experts": 60, "moe_intermediate_size": 1408, "quantization_config": awq["quantization_config"]}
+    # 1408 = 2^7 x 11 per GPU: 1408 whole groups; 704 -> gcd(128, 704, 2048) = 64; 352 -> 32; 176 -> 16, out
+    assert valid_tp_sizes(moe) == [1, 2, 4]
 
 
 def test_tp_problem_names_the_rule():
@@ -215,13 +281,90 @@ def test_pipeline_parallel_size():
     seventy_b = config("meta-llama--Meta-Llama-3-70B")
     plan = plan_parallelism(settings("m", pipeline_parallel_size=2), seventy_b, pod(8))
     assert (plan.tensor_parallel_size, plan.pipeline_parallel_size) == (4, 2)
-    plan = plan_parallelism(settings("m", pipeline_parallel_size=3), seventy_b, pod(8))
-    assert (plan.tensor_parallel_size, plan.pipeline_parallel_size) == (2, 3)
-    assert plan.warnings[0].startswith("Using 6 of 8 GPUs")
+    plan = plan_parallelism(settings("m", tensor_parallel_size=2, pipeline_parallel_size=4), seventy_b, pod(8))
+    assert (plan.tensor_parallel_size, plan.pipeline_parallel_size) == (2, 4)
     with pytest.raises(ParallelismError, match="PIPELINE_PARALLEL_SIZE=16 needs at least 16 GPUs"):
         plan_parallelism(settings("m", pipeline_parallel_size=16), seventy_b, pod(8))
-    with pytest.raises(ParallelismError, match=r"TP 8 x PIPELINE_PARALLEL_SIZE 2 needs 16 GPUs"):
-        plan_parallelism(settings("m", tensor_parallel_size=8, pipeline_parallel_size=2), seventy_b, pod(8))
+
+
+# Pipeline layouts of 8 GPUs for Llama-3-70B: its valid TP sizes that leave 2 or more stages (4, 2, 1).
+SEVENTY_B_ON_8 = (
+    "Layouts that use all 8 GPU(s): TENSOR_PARALLEL_SIZE=4 x PIPELINE_PARALLEL_SIZE=2, "
+    "TENSOR_PARALLEL_SIZE=2 x PIPELINE_PARALLEL_SIZE=4, TENSOR_PARALLEL_SIZE=1 x PIPELINE_PARALLEL_SIZE=8; "
+    "or PIPELINE_PARALLEL_SIZE=1 with TENSOR_PARALLEL_SIZE=auto."
+)
+
+
+@pytest.mark.parametrize("tp, product", [(2, 4), (8, 16)])
+def test_pipeline_stages_must_use_every_gpu(tp, product):
+    with pytest.raises(ParallelismError) as caught:
+        plan_parallelism(settings("m", tensor_parallel_size=tp, pipeline_parallel_size=2),
+                         config("meta-llama--Meta-Llama-3-70B"), pod(8))
+    message = str(caught.value)
+    assert message.startswith(
+        f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE=2 = {product} GPUs, but this pod has 8 visible GPU(s)"
+    )
+    assert "TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE must equal the GPUs. Set TENSOR_PARALLEL_SIZE=4 (or auto)." \
+        in message
+    assert message.endswith(SEVENTY_B_ON_8)
+
+
+def test_pipeline_stages_that_do_not_divide_the_gpus():
+    # 8 GPUs in 3 stages: auto would take TP 2 (6 GPUs), which pipeline parallelism does not allow.
+    with pytest.raises(ParallelismError) as caught:
+        plan_parallelism(settings("m", pipeline_parallel_size=3), config("meta-llama--Meta-Llama-3-70B"), pod(8))
+    message = str(caught.value)
+    assert message.startswith("TENSOR_PARALLEL_SIZE=auto -> 2 x PIPELINE_PARALLEL_SIZE=3 = 6 GPUs")
+    assert "8 GPUs do not split into 3 equal pipeline stages." in message
+    assert message.endswith(SEVENTY_B_ON_8)
+
+
+def test_pipeline_auto_tp_that_the_model_cannot_take():
+    # 16 GPUs / PP 2 = TP 8, but Qwen2.5-7B allows 1, 2, 4: auto falls to 4 (8 GPUs), so say why and what works.
+    with pytest.raises(ParallelismError) as caught:
+        plan_parallelism(settings("Qwen/Qwen2.5-7B-Instruct", pipeline_parallel_size=2),
+                         config("Qwen--Qwen2.5-7B-Instruct"), pod(16))
+    message = str(caught.value)
+    assert "TENSOR_PARALLEL_SIZE=auto -> 4 x PIPELINE_PARALLEL_SIZE=2 = 8 GPUs, but this pod has 16" in message
+    assert ("TENSOR_PARALLEL_SIZE=8 would use all 16, but not for Qwen/Qwen2.5-7B-Instruct: "
+            "28 attention heads don't split 8 ways.") in message
+    assert ("Layouts that use all 16 GPU(s): TENSOR_PARALLEL_SIZE=4 x PIPELINE_PARALLEL_SIZE=4, "
+            "TENSOR_PARALLEL_SIZE=2 x PIPELINE_PARALLEL_SIZE=8, TENSOR_PARALLEL_SIZE=1 x PIPELINE_PARALLEL_SIZE=16;") \
+        in message
+
+
+def test_without_pipeline_stages_fewer_gpus_is_a_warning():
+    # PP 1: a TP smaller than the GPUs leaves some idle (allowed); larger cannot run (test above).
+    plan = plan_parallelism(settings("m", tensor_parallel_size=2), config("meta-llama--Meta-Llama-3-8B"), pod(4))
+    assert plan.tensor_parallel_size == 2
+    assert plan.warnings[0].startswith("Using 2 of 4 GPUs (TENSOR_PARALLEL_SIZE=2 x PIPELINE_PARALLEL_SIZE=1)")
+
+
+def test_cpu_backend_pipeline_needs_no_gpu_count():
+    plan = plan_parallelism(settings("m", tensor_parallel_size=2, pipeline_parallel_size=3),
+                            config("meta-llama--Meta-Llama-3-8B"), CPU)
+    assert (plan.tensor_parallel_size, plan.pipeline_parallel_size) == (2, 3)
+
+
+def test_auto_skips_sizes_that_cut_quantization_scales():
+    awq = plan_parallelism(settings("Qwen/Qwen2.5-72B-Instruct-AWQ"), config("Qwen--Qwen2.5-72B-Instruct-AWQ"), pod(8))
+    assert awq.tensor_parallel_size == 1
+    assert "(8: the MLP per GPU 3696 (29568 / 8) is not a multiple of the AWQ group size 128)" in awq.summary
+    # 4-bit weights: half a byte per linear-layer parameter; embeddings and lm_head stay float16.
+    assert "awq (4-bit weights) weights 40.1 GB/GPU" in awq.summary
+    with pytest.raises(ParallelismError, match=r"TENSOR_PARALLEL_SIZE=2 .*14784 \(29568 / 2\) .* AWQ group size 128"):
+        plan_parallelism(settings("m", tensor_parallel_size=2), config("Qwen--Qwen2.5-72B-Instruct-AWQ"), pod(8))
+
+    fp8 = plan_parallelism(settings("m"), config("Qwen--Qwen3-235B-A22B-FP8"), pod(8, topo="h100-sxm-8x.txt"))
+    assert fp8.tensor_parallel_size == 8
+    assert "fp8 (8-bit weights) weights 29.7 GB/GPU" in fp8.summary  # 236 GB at 1 byte/parameter, / 8
+    assert fp8.warnings == [
+        "TENSOR_PARALLEL_SIZE=8 gives each GPU 192 of every expert's 1536-wide MLP, not a multiple of the FP8 "
+        "block size 128: vLLM re-scales the experts to 64-wide scales and runs them on its Triton FP8 kernels, "
+        "which may be slower."
+    ]
+    with pytest.raises(ParallelismError, match=r"expert MLP per GPU 48 \(1536 / 32\).*fit: 1, 2, 4, 8, 16"):
+        plan_parallelism(settings("m", tensor_parallel_size=32), config("Qwen--Qwen3-235B-A22B-FP8"), pod(32))
 
 
 def test_pipeline_groups_are_checked_for_pcie_separately():

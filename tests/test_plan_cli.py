@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_parallel import VALID_SIZES, write_hub_cache
+from tests.test_parallel import QUANTIZED_CONFIGS, QUANTIZED_VALID_SIZES, VALID_SIZES, write_hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
@@ -85,6 +85,35 @@ def test_explicit_invalid_size():
     assert result.returncode == 1
     assert "28 attention heads don't split 8 ways" in result.stdout
     assert "valid sizes that fit: 1, 2, 4" in result.stdout
+
+
+def test_quantized_checkpoints_explain_the_sizes_they_rule_out():
+    awq_model = str(QUANTIZED_CONFIGS / "Qwen--Qwen2.5-72B-Instruct-AWQ.json")
+    awq = plan(awq_model, "--gpus", "8", "--gpu-memory", "80")
+    assert awq.returncode == 0, awq.stdout
+    assert sorted(table_rows(awq.stdout)) == QUANTIZED_VALID_SIZES["Qwen--Qwen2.5-72B-Instruct-AWQ"]
+    assert "MLP 29568, awq groups of 128" in awq.stdout and "awq (4-bit weights): weights 40.1 GB" in awq.stdout
+    assert "(8: the MLP per GPU 3696 (29568 / 8) is not a multiple of the AWQ group size 128)" in awq.stdout
+    two = plan(awq_model, "--gpus", "8", "--gpu-memory", "80", "--tensor-parallel-size", "2")
+    assert two.returncode == 1
+    assert "the MLP per GPU 14784 (29568 / 2) is not a multiple of the AWQ group size 128" in two.stdout
+
+    fp8 = plan(str(QUANTIZED_CONFIGS / "Qwen--Qwen3-235B-A22B-FP8.json"), "--gpus", "8", "--gpu-memory", "80")
+    assert fp8.returncode == 0, fp8.stdout
+    rows = table_rows(fp8.stdout)
+    assert sorted(rows) == QUANTIZED_VALID_SIZES["Qwen--Qwen3-235B-A22B-FP8"]
+    assert "<- recommended" in rows[8]
+    assert "Warning: TENSOR_PARALLEL_SIZE=8 gives each GPU 192 of every expert's 1536-wide MLP" in fp8.stdout
+
+
+def test_pipeline_stages_must_use_every_gpu():
+    result = plan(str(MODEL_CONFIGS / "meta-llama--Meta-Llama-3-70B.json"), "--gpus", "8", "--gpu-memory", "80",
+                  "--pipeline-parallel-size", "3")
+    assert result.returncode == 1
+    assert "TENSOR_PARALLEL_SIZE=auto -> 2 x PIPELINE_PARALLEL_SIZE=3 = 6 GPUs, but this pod has 8" in result.stdout
+    assert "TENSOR_PARALLEL_SIZE=4 x PIPELINE_PARALLEL_SIZE=2" in result.stdout
+    # The table says so row by row: TP 1 and 2 fit in memory but leave GPUs idle.
+    assert table_rows(result.stdout)[2].endswith("no: TP x PP must equal the 8 GPUs")
 
 
 def test_options_change_the_plan():

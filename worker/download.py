@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fnmatch
 import json
 import logging
 import os
@@ -37,6 +38,12 @@ VOLUME_CACHE_SUBDIR = Path("huggingface-cache/hub")
 BAKED_MODEL_DIR = Path("/opt/worker/baked-model")
 TOKEN_SECRET_FILE = Path("/run/secrets/hf_token")
 PROGRESS_LOG_INTERVAL_S = 30.0
+# vLLM's weight formats in the order its loader tries them (default_loader.py: *.safetensors, *.bin, then the
+# *.pt fallback); it loads only the first one present, so the others are not downloaded.
+WEIGHT_FORMATS = ("*.safetensors", "*.bin", "*.pt")
+# Never loaded by vLLM: Meta's original/ checkpoint (vLLM's own LoadConfig.ignore_patterns skips it; it doubles
+# a Llama download), *.pth, and other frameworks' weights.
+NEVER_LOADED = ("original/*", "*.pth", "*.h5", "*.msgpack", "*.ot", "*.tflite", "onnx/*")
 
 
 class ModelDownloadError(RuntimeError):
@@ -64,6 +71,44 @@ def ensure_model(
         log.info("model %s: using the copy baked into the image at %s", name, baked)
         return baked
     return download_model(name, revision=revision, token=token, cache_dir=model_cache_dir(settings, volume_root))
+
+
+def find_local_model(
+    settings: WorkerSettings,
+    *,
+    baked_dir: Path | None = None,
+    volume_root: Path | None = None,
+) -> str | None:
+    """Where ensure_model would find the model without the network (local folder, baked copy, cache), else None.
+
+    A local MODEL_NAME is returned unchecked: reading config.json from it reports what is wrong.
+    """
+    name = settings.model_name
+    if _looks_local(name):
+        return name
+    revision = settings.model_revision or None
+    baked = find_baked_model(name, revision, BAKED_MODEL_DIR if baked_dir is None else baked_dir)
+    if baked is not None:
+        return baked
+    cache_dir = model_cache_dir(settings, VOLUME_ROOT if volume_root is None else volume_root)
+    return find_cached_model(name, revision, cache_dir)
+
+
+def find_cached_model(name: str, revision: str | None, cache_dir: Path) -> str | None:
+    """The complete cached snapshot of name/revision in cache_dir, else None; no network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(
+            name,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=True,
+            ignore_patterns=cached_ignore_patterns(name, revision, cache_dir),
+        )
+    except (LocalEntryNotFoundError, ValueError):  # not cached, incomplete, or not a repo id
+        return None
 
 
 def model_cache_dir(settings: WorkerSettings, volume_root: Path = VOLUME_ROOT) -> Path:
@@ -101,8 +146,14 @@ def find_baked_model(name: str, revision: str | None, baked_dir: Path = BAKED_MO
         log.info("model %s: the baked copy is revision %s, not %s", name, manifest.get("revision"), revision)
         return None
     try:
+        commit = manifest["commit"]
         return snapshot_download(
-            name, revision=manifest["commit"], cache_dir=baked_dir / "hub", local_files_only=True
+            name,
+            revision=commit,
+            cache_dir=baked_dir / "hub",
+            local_files_only=True,
+            # The bake downloaded with this filter: without it the cached listing reports the skipped files missing.
+            ignore_patterns=cached_ignore_patterns(name, commit, baked_dir / "hub"),
         )
     except (LocalEntryNotFoundError, KeyError) as error:
         log.warning("model %s: the baked copy in %s is unusable (%s)", name, baked_dir, type(error).__name__)
@@ -122,11 +173,17 @@ def download_model(name: str, *, revision: str | None, token: str | None, cache_
         "looking up the cache (HF_HUB_OFFLINE is set) in" if offline else "downloading (or checking the cache) into",
         cache_dir,
     )
+    ignore = repo_ignore_patterns(name, revision=revision, token=token, cache_dir=cache_dir, offline=offline)
     started = time.monotonic()
     try:
         with _ProgressLog(what, cache_dir / _repo_folder(repo_folder_name, name)):
             path = snapshot_download(
-                name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=offline
+                name,
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+                local_files_only=offline,
+                ignore_patterns=ignore,
             )
     except Exception as error:  # every hub, network and disk failure ends here
         raise ModelDownloadError(
@@ -134,6 +191,45 @@ def download_model(name: str, *, revision: str | None, token: str | None, cache_
         ) from None
     log.info("model %s: ready at %s (%.1f s)", what, path, time.monotonic() - started)
     return path
+
+
+def weight_ignore_patterns(repo_files: list[str]) -> list[str]:
+    """snapshot_download ignore_patterns that keep one weight format (the one vLLM would load) and skip what
+    vLLM never loads; configs, tokenizers, chat templates and remote code are kept."""
+    loadable = [path for path in repo_files if not fnmatch.fnmatch(path, "original/*")]
+    chosen = next((fmt for fmt in WEIGHT_FORMATS if fnmatch.filter(loadable, fmt)), None)
+    others = [fmt for fmt in WEIGHT_FORMATS if chosen is not None and fmt != chosen]
+    return [*NEVER_LOADED, *others]
+
+
+def repo_ignore_patterns(
+    name: str, *, revision: str | None, token: str | None, cache_dir: Path, offline: bool
+) -> list[str] | None:
+    """weight_ignore_patterns for the repo: from the hub's file list, else the cached one; None if neither."""
+    if not offline:
+        try:
+            from huggingface_hub import HfApi
+
+            return weight_ignore_patterns(HfApi().list_repo_files(name, revision=revision, token=token))
+        except Exception as error:  # snapshot_download meets the same problem and reports it properly
+            log.info("model %s: cannot list its files (%s); using the cached list if any", name, type(error).__name__)
+    return cached_ignore_patterns(name, revision, cache_dir)
+
+
+def cached_ignore_patterns(name: str, revision: str | None, cache_dir: Path) -> list[str] | None:
+    """weight_ignore_patterns from the file list an earlier download cached (huggingface_hub >= 2.4), else None.
+
+    The offline look-up must use the download's patterns: it checks the snapshot against the cached list.
+    """
+    try:
+        from huggingface_hub import get_cached_repo_tree
+    except ImportError:  # older huggingface_hub: no cached list, and no completeness check either
+        return None
+    try:
+        files = get_cached_repo_tree(name, revision=revision, cache_dir=cache_dir)
+    except Exception:  # nothing cached for this revision, or not a repo id
+        return None
+    return weight_ignore_patterns([entry.path for entry in files])
 
 
 def describe_download_error(

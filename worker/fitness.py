@@ -2,16 +2,21 @@
 
 The SDK runs registered checks once at start (on the platform, not in local test mode) and exits the worker
 with the check's message in the log if one raises. This one reads config.json and NVML only: no engine build.
+config.json is read from where the worker will load the model (see worker.download.find_local_model), else
+fetched alone from the hub; when the hub cannot be reached the pod is not refused for it: only the GPU count
+is checked, and the engine start plans again once the model is downloaded.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from worker.download import find_local_model, model_cache_dir
 from worker.gpus import GpuInventory, visible_gpus
-from worker.parallel import ParallelPlan, plan_parallelism, read_model_config
+from worker.model_shape import ModelConfigUnavailable
+from worker.parallel import ParallelismError, ParallelPlan, plan_parallelism, read_model_config
 
 if TYPE_CHECKING:
     from config.settings import WorkerSettings
@@ -32,8 +37,9 @@ def gpu_build_installed() -> bool:
     return "cpu" not in version
 
 
-def check_parallel_plan(settings: "WorkerSettings", gpus: GpuInventory | None = None) -> ParallelPlan:
-    """The plan this pod will run; PodUnfitError or ParallelismError (with the reason) if it cannot."""
+def check_parallel_plan(settings: "WorkerSettings", gpus: GpuInventory | None = None) -> ParallelPlan | None:
+    """The plan this pod will run (None when config.json is out of reach now); PodUnfitError or ParallelismError
+    (with the reason) if it cannot run."""
     gpus = visible_gpus() if gpus is None else gpus
     if gpus.error:
         raise PodUnfitError(f"GPUs unreadable: {gpus.error}")
@@ -41,15 +47,49 @@ def check_parallel_plan(settings: "WorkerSettings", gpus: GpuInventory | None = 
         raise PodUnfitError(
             "no GPUs visible, but this image runs vLLM's CUDA build: check the pod's GPUs and CUDA_VISIBLE_DEVICES"
         )
-    config = read_model_config(
-        settings.model_name,
-        revision=settings.model_revision,
-        token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-        cache_dir=settings.model_cache_dir,
-    )
+    config = model_config_or_none(settings)
+    if config is None:
+        check_gpu_count(settings, gpus)
+        log.info("Fitness check passed (GPU count only): %s", gpus.describe())
+        return None
     plan = plan_parallelism(settings, config, gpus)
     log.info("Fitness check passed: %s", plan.summary)
     return plan
+
+
+def model_config_or_none(settings: "WorkerSettings") -> dict[str, Any] | None:
+    """config.json as the worker will see it; None (with a warning) when only the hub has it and is out of reach.
+
+    A wrong model, token or revision still raises: the engine start would fail on it too.
+    """
+    local = find_local_model(settings)
+    if local is not None:
+        return read_model_config(local)
+    try:
+        return read_model_config(
+            settings.model_name,
+            revision=settings.model_revision or None,
+            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+            cache_dir=str(model_cache_dir(settings)),  # where the worker will download the model
+        )
+    except ModelConfigUnavailable as error:
+        log.warning(
+            "Fitness check: %s Checking the GPU count only; the engine start checks the full plan.", error
+        )
+        return None
+
+
+def check_gpu_count(settings: "WorkerSettings", gpus: GpuInventory) -> None:
+    """Without config.json: only that the GPUs cover TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE."""
+    if gpus.count == 0:
+        return  # vLLM's CPU backend: processes, not GPUs
+    tp, pp = settings.tensor_parallel_size, settings.pipeline_parallel_size
+    needed = pp if tp == "auto" else int(tp) * pp
+    if needed > gpus.count:
+        raise ParallelismError(
+            f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp} needs {needed} GPUs, but this pod has "
+            f"{gpus.count} visible GPU(s): {gpus.describe()}."
+        )
 
 
 def register_fitness_checks(settings: "WorkerSettings") -> Callable[[], None]:

@@ -20,6 +20,11 @@ class ModelConfigError(ParallelismError):
     """The model's config.json cannot be read."""
 
 
+class ModelConfigUnavailable(ModelConfigError):
+    """config.json is only on the hub and the hub cannot be reached now (offline, network, hub down): a passing
+    condition, not a wrong model or token."""
+
+
 def read_model_config(
     model: str,
     *,
@@ -66,7 +71,7 @@ def _download_config(model: str, revision: str | None, token: str | None, cache_
     except RevisionNotFoundError:
         raise ModelConfigError(f"{where}: that revision does not exist; use a branch, tag or commit.") from None
     except LocalEntryNotFoundError:
-        raise ModelConfigError(
+        raise ModelConfigUnavailable(
             f"{where}: config.json could not be fetched from the hub and is not in the local cache "
             "(offline, or the hub is unreachable)."
         ) from None
@@ -75,7 +80,7 @@ def _download_config(model: str, revision: str | None, token: str | None, cache_
     except HFValidationError as error:
         raise ModelConfigError(f"{where} is not a valid hub id or an existing local path ({error}).") from None
     except OSError as error:  # network errors and HfHubHTTPError
-        raise ModelConfigError(f"{where}: config.json could not be fetched from the hub ({error}).") from None
+        raise ModelConfigUnavailable(f"{where}: config.json could not be fetched from the hub ({error}).") from None
 
 
 def _load_json(path: Path, model: str) -> dict[str, Any]:
@@ -90,6 +95,51 @@ def _load_json(path: Path, model: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelConfigError(f"MODEL_NAME={model!r}: {path} is not a JSON object.")
     return config
+
+
+@dataclass(frozen=True)
+class WeightQuantization:
+    """How a quantized checkpoint scales its linear weights: what limits the ways tensor parallelism can cut them.
+
+    A scale covers a block (FP8: `block` = [block_n outputs, block_k inputs]) or a group of `group_size` inputs
+    (AWQ/GPTQ). Where vLLM checks it (see worker.parallel), each GPU's share of a dimension that tensor
+    parallelism splits must hold whole blocks or groups.
+    """
+
+    method: str
+    block: tuple[int, int] | None = None
+    group_size: int | None = None  # None: one scale per output channel, nothing to cut through
+
+    def describe(self) -> str:
+        if self.block:
+            return f"{self.method} blocks {self.block[0]}x{self.block[1]}"
+        return f"{self.method} groups of {self.group_size}" if self.group_size else self.method
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "WeightQuantization | None":
+        quant = config.get("quantization_config")
+        if not isinstance(quant, dict):
+            return None
+        method = str(quant.get("quant_method") or "quantized").lower()
+        if method == "compressed-tensors":
+            weights = _compressed_tensors_weights(quant)
+            block, group = weights.get("block_structure"), weights.get("group_size")
+        else:
+            block, group = quant.get("weight_block_size"), quant.get("group_size") or quant.get("q_group_size")
+        return cls(
+            method=method,
+            block=(int(block[0]), int(block[1])) if isinstance(block, list) and len(block) == 2 else None,
+            # -1 (or 0) means per-channel scales: no group to cut through.
+            group_size=int(group) if group and int(group) > 0 else None,
+        )
+
+
+def _compressed_tensors_weights(quant: dict[str, Any]) -> dict[str, Any]:
+    # llm-compressor puts the scheme under config_groups; every group of one checkpoint uses the same one.
+    for group in (quant.get("config_groups") or {}).values():
+        if isinstance(group, dict) and isinstance(group.get("weights"), dict):
+            return group["weights"]
+    return {}
 
 
 @dataclass(frozen=True)
@@ -110,10 +160,17 @@ class ModelShape:
     qkv_bias: bool = False
     max_position_embeddings: int | None = None
     torch_dtype: str | None = None
+    value_head_dim: int = 0  # MLA (DeepSeek): width of each head's value and output; 0 means head_dim
+    quantization: WeightQuantization | None = None  # the checkpoint's own quantization_config
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def attention_output_size(self) -> int:
+        """The input width of the attention output projection (o_proj), which TP splits by heads."""
+        return self.num_heads * (self.value_head_dim or self.head_dim)
 
     def describe(self) -> str:
         mlp = (
@@ -121,7 +178,8 @@ class ModelShape:
             if self.is_moe
             else f"MLP {self.intermediate_size}"
         )
-        return f"{self.num_heads} attention heads, {self.num_kv_heads} KV heads, {mlp}"
+        quantized = f", {self.quantization.describe()}" if self.quantization else ""
+        return f"{self.num_heads} attention heads, {self.num_kv_heads} KV heads, {mlp}{quantized}"
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "ModelShape":
@@ -160,4 +218,6 @@ class ModelShape:
             qkv_bias=bool(cfg.get("attention_bias", False)) or cfg.get("model_type") in ("qwen2", "qwen2_moe"),
             max_position_embeddings=cfg.get("max_position_embeddings"),
             torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
+            value_head_dim=int(cfg.get("v_head_dim") or 0),
+            quantization=WeightQuantization.from_config(cfg),
         )

@@ -1,13 +1,15 @@
 """Tensor-parallel rules and the start-up decision: which TENSOR_PARALLEL_SIZE to run, or why none works.
 
 A size is valid when vLLM can split the model that many ways: the attention heads divide evenly, the KV heads
-divide evenly or are replicated evenly, and the MLP (each expert's MLP for mixture-of-experts) divides evenly.
+divide evenly or are replicated evenly, the MLP (each expert's MLP for mixture-of-experts) divides evenly, and,
+for a quantized checkpoint, no GPU's share cuts through an FP8 scale block or an AWQ/GPTQ scale group.
 `plan_parallelism` checks the choice against the visible GPUs and their memory before vLLM is built, so a
 bad configuration stops with one readable message instead of a stack trace from deep inside vLLM.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,13 @@ from worker.memory import (
     resolve_precision,
     weight_bytes,
 )
-from worker.model_shape import ModelConfigError, ModelShape, ParallelismError, read_model_config
+from worker.model_shape import (
+    ModelConfigError,
+    ModelShape,
+    ParallelismError,
+    WeightQuantization,
+    read_model_config,
+)
 
 if TYPE_CHECKING:
     from config.settings import WorkerSettings
@@ -63,7 +71,104 @@ def tp_problem(shape: ModelShape, tp: int) -> str | None:
     for name, width in _mlp_widths(shape):
         if width % tp:
             return f"the {name} size {width} doesn't split {tp} ways"
-    return None
+    return _quantization_problem(shape, tp)
+
+
+# vLLM 0.32 (model_executor/layers/quantization). Merged column-parallel layers (qkv, gate_up) may cut through
+# blocks (linear.py allows the mismatch), so only the inputs that row-parallel layers split are checked:
+# - FP8 blocks (fp8_utils.validate_fp8_block_shape): input per GPU % block_k, when TP > 1;
+# - AWQ/GPTQ groups (marlin_utils.check_marlin_supports_layer; without Marlin, awq raises on the same): input per
+#   GPU % group_size;
+# - the fused experts (validate_fp8_block_shape_moe, check_moe_marlin_supports_config): expert MLP per GPU
+#   % block_n (and % block_k when TP > 1) or % group_size, unless a finer-scale fallback applies (below).
+# Methods whose fused experts fall back to finer scales, down to 32 wide, that divide the expert MLP per GPU and
+# the hidden size: fp8 refines its blocks (oracle/fp8.refine_fp8_moe_block_shape), awq/gptq halve their group
+# (moe_wna16). compressed-tensors FP8 has no such fallback.
+_FINER_SCALE_FALLBACK = {"fp8", "awq", "gptq"}
+_SMALLEST_FINER_SCALE = 32
+_METHOD_NAMES = {"awq": "AWQ", "gptq": "GPTQ"}
+
+
+def _quantization_problem(shape: ModelShape, tp: int) -> str | None:
+    quant = shape.quantization
+    if quant is None or not (quant.block or quant.group_size):
+        return None
+    if tp > 1:
+        unit, what = _input_scale(quant)
+        for name, width in _row_parallel_inputs(shape):
+            if (width // tp) % unit:
+                return f"the {name} per GPU {width // tp} ({width} / {tp}) is not a multiple of the {what} {unit}"
+    return _expert_problem(shape, quant, tp) if shape.is_moe else None
+
+
+def _scale_name(quant: WeightQuantization) -> str:
+    if quant.block:
+        return "FP8 block size"
+    return f"{_METHOD_NAMES.get(quant.method, 'quantization')} group size"
+
+
+def _input_scale(quant: WeightQuantization) -> tuple[int, str]:
+    """How many inputs one scale covers, and what to call it in a message."""
+    return (quant.block[1] if quant.block else quant.group_size or 1), _scale_name(quant)
+
+
+def _row_parallel_inputs(shape: ModelShape) -> list[tuple[str, int]]:
+    # The layers whose input TP splits (o_proj, down_proj): each GPU holds the scales of its inputs only.
+    widths = [
+        ("attention output", shape.attention_output_size),
+        ("MLP", shape.intermediate_size),
+        ("shared-expert MLP", shape.shared_expert_intermediate_size),
+    ]
+    return [(name, width) for name, width in widths if width]
+
+
+def _expert_problem(shape: ModelShape, quant: WeightQuantization, tp: int) -> str | None:
+    width = shape.moe_intermediate_size
+    per_gpu = width // tp
+    misfit = _expert_misfit(quant, per_gpu, tp)
+    finer = _finer_expert_scale(shape, tp)
+    if misfit is None or (finer or 0) >= _SMALLEST_FINER_SCALE:
+        return None
+    scale = f"{_scale_name(quant)} {misfit}"
+    problem = f"the expert MLP per GPU {per_gpu} ({width} / {tp}) is not a multiple of the {scale}"
+    if finer is not None:
+        problem += f", and the finer scale vLLM falls back to would be {finer} wide (under {_SMALLEST_FINER_SCALE})"
+    return problem
+
+
+def _expert_misfit(quant: WeightQuantization, per_gpu: int, tp: int) -> int | None:
+    """The scale size the expert MLP per GPU cuts through; None when it holds whole scales."""
+    if quant.block:
+        block_n, block_k = quant.block
+        if per_gpu % block_n:  # gate/up outputs: checked even on one GPU
+            return block_n
+        return block_k if tp > 1 and per_gpu % block_k else None  # down inputs
+    group = quant.group_size or 1
+    return group if per_gpu % group else None
+
+
+def _finer_expert_scale(shape: ModelShape, tp: int) -> int | None:
+    """The finer scale vLLM re-scales the experts to at `tp` (usable from 32), or None when it doesn't."""
+    quant = shape.quantization
+    if not shape.is_moe or quant is None or quant.method not in _FINER_SCALE_FALLBACK:
+        return None
+    per_gpu = shape.moe_intermediate_size // tp
+    if _expert_misfit(quant, per_gpu, tp) is None:
+        return None
+    return math.gcd(*(quant.block or (quant.group_size or 1,)), per_gpu, shape.hidden_size)
+
+
+def _finer_scale_warning(shape: ModelShape, tp: int) -> str | None:
+    finer = _finer_expert_scale(shape, tp)
+    if finer is None or finer < _SMALLEST_FINER_SCALE or shape.quantization is None:
+        return None
+    kernels = "Triton FP8" if shape.quantization.block else "MoE WNA16"
+    return (
+        f"TENSOR_PARALLEL_SIZE={tp} gives each GPU {shape.moe_intermediate_size // tp} of every expert's "
+        f"{shape.moe_intermediate_size}-wide MLP, not a multiple of the {_scale_name(shape.quantization)} "
+        f"{_expert_misfit(shape.quantization, shape.moe_intermediate_size // tp, tp)}: vLLM re-scales the experts "
+        f"to {finer}-wide scales and runs them on its {kernels} kernels, which may be slower."
+    )
 
 
 def _valid_sizes(shape: ModelShape) -> list[int]:
@@ -193,7 +298,7 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     if pp > count:
         raise ParallelismError(
             f"PIPELINE_PARALLEL_SIZE={pp} needs at least {pp} GPUs (TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE "
-            f"= GPUs used), but this pod has {count}: {ctx.gpus.describe()}."
+            f"= GPUs used), but this pod has {count}: {ctx.gpus.describe()}. {_full_layouts_hint(ctx)}"
         )
     budget = count // pp
     if requested_tp == "auto":
@@ -202,9 +307,13 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
         if tp < budget:
             why += f" ({budget}: {tp_problem(ctx.shape, budget)})"
         head = f"TENSOR_PARALLEL_SIZE=auto -> {tp}"
+        if pp > 1 and tp * pp != count:
+            raise ParallelismError(_pipeline_error(ctx, tp, auto=True))
     else:
         tp = int(requested_tp)
         problem = tp_problem(ctx.shape, tp)
+        if problem is None and pp > 1 and tp * pp != count:
+            raise ParallelismError(_pipeline_error(ctx, tp, auto=False))
         if problem is None and tp * pp > count:
             problem = f"TP {tp} x PIPELINE_PARALLEL_SIZE {pp} needs {tp * pp} GPUs"
         if problem:
@@ -221,7 +330,10 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
         warnings.append(f"GPU memory unknown ({ctx.gpus.source}): memory plan skipped, vLLM will check it.")
     elif not row.fits:
         raise ParallelismError(_memory_error(ctx, row, budget))
-    if tp * pp < count:
+    finer_scales = _finer_scale_warning(ctx.shape, tp)
+    if finer_scales:
+        warnings.append(finer_scales)
+    if tp * pp < count:  # only with PP 1: pipeline stages must use every GPU (checked above)
         warnings.append(
             f"Using {tp * pp} of {count} GPUs (TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}); "
             f"{ctx.model} allows TP sizes {ctx.sizes()}."
@@ -241,6 +353,37 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
             f"KV cache ~{row.kv_tokens:,} tokens"
         )
     return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
+
+
+def _pipeline_error(ctx: _Context, tp: int, *, auto: bool) -> str:
+    """TP x PP differs from the visible GPUs with pipeline stages: say what would make them equal."""
+    count, pp = ctx.gpus.count, ctx.pp
+    setting = f"TENSOR_PARALLEL_SIZE={'auto -> ' if auto else ''}{tp}"
+    parts = [
+        f"{setting} x PIPELINE_PARALLEL_SIZE={pp} = {tp * pp} GPUs, but this pod has {count} visible GPU(s) "
+        f"({ctx.gpus.describe()}): with pipeline parallelism, TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE "
+        "must equal the GPUs."
+    ]
+    if count % pp:
+        parts.append(f"{count} GPUs do not split into {pp} equal pipeline stages.")
+    elif (problem := tp_problem(ctx.shape, count // pp)) is not None:
+        parts.append(f"TENSOR_PARALLEL_SIZE={count // pp} would use all {count}, but not for {ctx.model}: {problem}.")
+    else:
+        parts.append(f"Set TENSOR_PARALLEL_SIZE={count // pp} (or auto).")
+    parts.append(_full_layouts_hint(ctx))
+    return " ".join(parts)
+
+
+def _full_layouts_hint(ctx: _Context) -> str:
+    """The TP x PP layouts that use every visible GPU (largest TP first: it has the lower latency)."""
+    count, layers = ctx.gpus.count, ctx.shape.num_layers
+    layouts = [
+        f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={count // tp}"
+        for tp in reversed(ctx.valid)
+        if count % tp == 0 and 1 < count // tp <= layers
+    ]
+    options = f"Layouts that use all {count} GPU(s): {', '.join(layouts)}; or " if layouts else "Or "
+    return options + "PIPELINE_PARALLEL_SIZE=1 with TENSOR_PARALLEL_SIZE=auto."
 
 
 def _memory_error(ctx: _Context, row: MemoryRow, budget: int) -> str:
@@ -287,11 +430,14 @@ def _more_gpus_option(ctx: _Context) -> str:
         if (row := ctx.memory(tp, pp)) and row.fits
     ]
     if one_node:
-        gpus, pp, tp = min(one_node)
+        # On this pod, pipeline stages must use every GPU (TP x PP = GPUs); TP alone may use fewer.
+        here = [(g, pp, tp) for g, pp, tp in one_node if g == ctx.gpus.count or (pp == 1 and g < ctx.gpus.count)]
+        gpus, pp, tp = min(here or one_node)
         layout = f"TENSOR_PARALLEL_SIZE={tp}" + (f" x PIPELINE_PARALLEL_SIZE={pp}" if pp > 1 else "")
-        if gpus <= ctx.gpus.count:
+        if here:
             return f"- {layout} ({gpus} GPUs)"
-        return f"- more GPUs: a pod with {gpus} GPUs of {memory} ({layout})"
+        pod = "more GPUs: a pod" if gpus > ctx.gpus.count else "a pod"
+        return f"- {pod} with {gpus} GPUs of {memory} ({layout})"
     # Beyond one node: fill each node with TP and add pipeline stages, one per node.
     tp = max(in_node)
     pp = next((pp for pp in range(2, ctx.shape.num_layers + 1) if (r := ctx.memory(tp, pp)) and r.fits), None)

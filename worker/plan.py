@@ -140,6 +140,8 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
                           gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len)
         if tp * pp > gpus.count:
             verdict = f"no: needs {tp * pp} GPUs, the pod has {gpus.count}"
+        elif pp > 1 and tp * pp != gpus.count:
+            verdict = f"no: TP x PP must equal the {gpus.count} GPUs"
         else:
             verdict = "yes" if row.fits else f"no: {row.problem()}"
         if tp == chosen:
