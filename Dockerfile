@@ -44,8 +44,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 WORKDIR /app
 COPY requirements.txt constraints.txt ./
+# Naming vllm again makes a VLLM_VERSION that differs from requirements.txt fail here, loudly,
+# instead of silently reinstalling the pinned version over the first layer.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -r requirements.txt -c constraints.txt
+    pip install -r requirements.txt -c constraints.txt "vllm==${VLLM_VERSION}"
 
 # Optional baked model: the same download code the worker runs at start (worker/download.py), into
 # /opt/worker/baked-model. HF_TOKEN comes only as a BuildKit secret file, never an ARG or ENV.

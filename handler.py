@@ -32,6 +32,22 @@ def is_local_test_run(argv: list[str]) -> bool:
     return any(arg.startswith("--test_input") for arg in argv) or not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
 
 
+def runs_job_loop(argv: list[str]) -> bool:
+    """Whether the SDK will take jobs from RunPod, running its fitness checks first (as runpod.serverless.worker)."""
+    return not is_local_test_run(argv) and "--rp_serve_api" not in argv and not os.environ.get("RUNPOD_REALTIME_PORT")
+
+
+def run_fitness_checks_now() -> None:
+    """With WARM_START, run the SDK's fitness checks (ours and its GPU memory test) before vLLM takes the
+    GPUs' memory, not after as `start` would; they exit the worker on failure, as in the SDK."""
+    import asyncio
+
+    from runpod.serverless.modules.rp_fitness import clear_fitness_checks, run_fitness_checks
+
+    asyncio.run(run_fitness_checks())
+    clear_fitness_checks()  # passed; `start` finds none left to run again
+
+
 def main() -> None:
     configure_logging()
     try:
@@ -39,13 +55,23 @@ def main() -> None:
     except SettingsError as error:
         log.error("%s", error)
         sys.exit(2)
+    configure_logging(settings.worker_log_level)
     log.info("settings: %s", settings.masked())
+    try:
+        from worker.openai import server_args
+
+        server_args(settings, settings.model_name)  # vLLM's OpenAI server options, checked before any job
+    except SettingsError as error:
+        log.error("%s", error)
+        sys.exit(2)
 
     from worker.fitness import register_fitness_checks
 
     register_fitness_checks(settings)
     engine = EngineHandle(settings)
     if settings.warm_start:
+        if runs_job_loop(sys.argv[1:]):
+            run_fitness_checks_now()
         try:
             engine.start_now()
         except EngineStartError:

@@ -8,6 +8,7 @@ names the variable, the value and what is allowed (`load_settings`).
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -136,6 +137,29 @@ class WorkerSettings(BaseSettings):
     stream_max_chunk_chars: int = Field(
         default=65536, ge=1, description="A stream chunk is sent early once it holds this many characters."
     )
+    worker_log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
+    ] = Field(default="INFO", description="Level of the worker's own log lines (vLLM and the runpod SDK have theirs).")
+
+    # --- OpenAI routes (vLLM's OpenAI server options) ----------------------------------------------
+    tool_call_parser: str | None = Field(
+        default=None,
+        description="vLLM tool-call parser matching the model's tool-call format (hermes, llama3_json, "
+        "mistral, ...): needed for tool_choice 'required' or a named function.",
+    )
+    enable_auto_tool_choice: bool = Field(
+        default=False, description="Let the model choose to call tools (tool_choice 'auto'); needs TOOL_CALL_PARSER."
+    )
+    reasoning_parser: str | None = Field(
+        default=None,
+        description="vLLM reasoning parser (deepseek_r1, qwen3, ...): a reasoning model's thinking is "
+        "returned apart from its answer.",
+    )
+    openai_server_args: str = Field(
+        default="",
+        description="Any other option of vLLM's OpenAI server, as `vllm serve` flags (shell-quoted), e.g. "
+        "--tool-strict-level parameter --default-chat-template-kwargs '{\"enable_thinking\": false}'",
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -153,17 +177,34 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"ENGINE_ARGS sets what a setting of its own controls: {names}")
         return self
 
+    @model_validator(mode="after")
+    def _auto_tool_choice_has_a_parser(self) -> "WorkerSettings":
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise ValueError(
+                "ENABLE_AUTO_TOOL_CHOICE=true needs TOOL_CALL_PARSER, the parser for the model's "
+                "tool-call format (e.g. hermes, llama3_json, mistral)"
+            )
+        return self
+
     @property
     def served_name(self) -> str:
         return self.served_model_name or self.model_name
 
     def masked(self) -> dict[str, Any]:
-        """The settings as a dict safe to log: secrets stay masked by SecretStr."""
-        return {name: (str(value) if isinstance(value, SecretStr) else value) for name, value in self}
+        """The settings as a dict safe to log: secrets stay masked by SecretStr, and so do ENGINE_ARGS
+        entries whose names say they hold one."""
+        shown = {name: (str(value) if isinstance(value, SecretStr) else value) for name, value in self}
+        shown["engine_args"] = {
+            name: "**********" if _SECRET_NAME.search(name) else value for name, value in self.engine_args.items()
+        }
+        return shown
 
+
+_SECRET_NAME = re.compile(r"token|key|secret|password|credential", re.IGNORECASE)
 
 # Engine arguments that have a setting of their own: ENGINE_ARGS may not set them too.
 _FIRST_CLASS_ENGINE_ARGS = {
+    "hf_token",
     "model",
     "revision",
     "trust_remote_code",
@@ -176,6 +217,7 @@ _FIRST_CLASS_ENGINE_ARGS = {
     "gpu_memory_utilization",
     "enforce_eager",
     "served_model_name",
+    "reasoning_parser",
 }
 
 
@@ -194,16 +236,21 @@ def load_settings(**overrides: Any) -> WorkerSettings:
 def describe_settings_error(error: ValidationError) -> str:
     lines = ["Invalid worker configuration:"]
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "ENGINE_ARGS"
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a rule across settings: its message names them
+            lines.append(f"  {message}")
+            continue
+        field = str(item["loc"][0])
         env_var = field.upper()
         value = item.get("input")
         if isinstance(value, SecretStr) or field == "hf_token":
             shown = "'**********'"
+        elif field == "engine_args" and isinstance(value, str):
+            shown = "<not shown: it may hold secrets>"
         elif isinstance(value, dict):
-            shown = "<settings>" if not item["loc"] else json.dumps(value)
+            shown = json.dumps(value)
         else:
             shown = repr(value)
-        message = item["msg"].removeprefix("Value error, ")
         allowed = _allowed_values(field)
         lines.append(f"  {env_var}={shown}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
     return "\n".join(lines)
@@ -215,6 +262,8 @@ def _allowed_values(field: str) -> str:
         return ""
     if field == "tensor_parallel_size":
         return "'auto' or a whole number >= 1"
+    if field == "worker_log_level":
+        return "DEBUG, INFO, WARNING, ERROR"
     if field == "dtype":
         return "auto, float16, bfloat16, float32"
     return info.description or ""

@@ -142,9 +142,15 @@ def test_hub_input_types_and_options_are_valid_settings(key, clean_env):
         values = [entry["input"][bound] for bound in ("min", "max") if bound in entry["input"]]
     else:
         values = [option["value"] for option in entry["input"].get("options", [])]
+    for name, value in NEEDS.get(key, {}).items():
+        clean_env.setenv(name, value)
     for value in values:
         clean_env.setenv(key, _env_value(entry, value))
         load_settings(model_name="org/model")  # raises SettingsError on a value the worker refuses
+
+
+# Settings that are only valid together with another one.
+NEEDS = {"ENABLE_AUTO_TOOL_CHOICE": {"TOOL_CALL_PARSER": "hermes"}}
 
 
 def test_tensor_parallel_options_cover_one_to_eight_gpus():

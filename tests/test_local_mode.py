@@ -67,6 +67,24 @@ def test_invalid_tensor_parallel_size_fails_fast_before_vllm_is_built(tiny_model
     assert elapsed < 60
 
 
+def test_openai_job_on_a_worker_that_cannot_start_gets_an_openai_error(tiny_model):
+    chat = {"model": str(tiny_model), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    done = run_local_mode(
+        tiny_model, {"openai_route": "/v1/chat/completions", "openai_input": chat}, TENSOR_PARALLEL_SIZE="3", timeout=120
+    )
+    assert done.returncode != 0
+    error = job_error([job_result_or_error(done.stdout)])["error"]
+    assert (error["code"], error["type"]) == (503, "ServiceUnavailableError"), error
+    assert "1, 2, 4" in error["message"]
+
+
+def test_bad_openai_server_option_stops_the_worker_with_one_message(tiny_model):
+    done = run_local_mode(tiny_model, GREEDY_JOB, TOOL_CALL_PARSER="hermes2", timeout=120)
+    assert done.returncode == 2
+    assert "TOOL_CALL_PARSER='hermes2': not a parser vLLM" in done.stderr
+    assert "building the vLLM engine" not in done.stdout + done.stderr
+
+
 def job_result_or_error(stdout: str) -> dict:
     match = re.search(r"failed with error: (.*)$", stdout, re.MULTILINE)
     assert match, stdout[-3000:]

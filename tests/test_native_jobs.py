@@ -99,6 +99,17 @@ def test_stop_string_ends_generation(run_job):
     assert whole.startswith(result["text"])
 
 
+def test_logit_bias_keys_are_token_ids_as_json_strings(run_job, tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    token_id = tokenizer.encode(" tensor", add_special_tokens=False)[0]
+    # A large bias on one token makes greedy decoding repeat it: the JSON key reached vLLM as a token id.
+    bias = {str(token_id): 100.0}
+    result = run_job({"prompt": "Hello", "sampling_params": {"temperature": 0, "max_tokens": 4, "logit_bias": bias}})[0]
+    assert result["choices"][0]["text"] == tokenizer.decode([token_id] * 4), result
+
+
 def test_bad_inputs_fail_with_a_structured_error_naming_the_field_and_the_next_job_works(run_job):
     cases = [
         ("not an object", "input"),
@@ -120,6 +131,15 @@ def test_bad_inputs_fail_with_a_structured_error_naming_the_field_and_the_next_j
         ({"messages": [{"role": "user"}]}, "input.messages[0].content"),
         ({"prompt": "word " * 3000}, "input.prompt"),
         ({"prompt": "word " * 5000}, "input.prompt"),  # long enough to be tokenized off the event loop
+        # Refused by vLLM itself when the request enters the engine (out-of-vocabulary token ids, ...).
+        ({"prompt": "a", "sampling_params": {"stop_token_ids": [10**6]}}, "input.sampling_params.stop_token_ids"),
+        ({"prompt": "a", "sampling_params": {"allowed_token_ids": [10**6]}}, "input.sampling_params.allowed_token_ids"),
+        ({"prompt": "a", "sampling_params": {"logit_bias": {"1000000": 1.0}}}, "input.sampling_params.logit_bias"),
+        # A job may not bring its own template: it would run arbitrary Jinja on the worker.
+        (
+            {"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"chat_template": "{{ 'x' }}"}},
+            "input.chat_template_kwargs",
+        ),
     ]
     for job_input, field in cases:
         error = job_error(run_job(job_input))
@@ -164,3 +184,29 @@ def test_the_sdk_sees_the_handler_as_a_streaming_generator(job_handler):
 
     # Otherwise the SDK would treat the generator object itself as the job's output.
     assert is_generator(job_handler)
+
+
+def test_a_worker_whose_engine_failed_takes_no_more_jobs(loop, worker_settings, tmp_path):
+    """Jobs concurrent with a failed start all get the reason; then the worker asks the SDK for no more
+    jobs (concurrency 0) while it exits, so queued jobs wait for a healthy worker instead of failing."""
+    from conftest import FatalRecorder
+
+    from worker.engine import EngineHandle
+    from worker.handler import JobHandler
+
+    fatal = FatalRecorder()
+    settings = worker_settings.model_copy(update={"model_name": str(tmp_path / "no-such-model")})
+    jobs = JobHandler(settings, EngineHandle(settings, on_fatal=fatal))
+    assert jobs.concurrency(1) == worker_settings.max_concurrency
+
+    async def run(job_id):
+        return [chunk async for chunk in jobs.handle({"id": job_id, "input": {"prompt": "hi"}})]
+
+    async def three_at_once():
+        return await asyncio.gather(*(run(f"job-{i}") for i in range(3)))
+
+    for chunks in loop.run_until_complete(three_at_once()):
+        error = job_error(chunks)
+        assert error["type"] == "engine_start_failed" and "no-such-model" in error["message"], error
+    assert len(fatal.reasons) == 1, "one failed build, one exit"
+    assert jobs.concurrency(worker_settings.max_concurrency) == 0

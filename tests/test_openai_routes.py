@@ -234,13 +234,39 @@ def test_tools_with_tool_choice_none_answer_in_text(call, client, model):
 
 
 def test_tool_choice_that_needs_a_tool_parser_is_a_clean_openai_error(call, client, model, assert_alive):
-    # vLLM serves tool calls through a model-specific tool parser; without one (as here) a named or
-    # "auto" tool choice is refused the way `vllm serve` refuses it.
+    # vLLM serves tool calls through a model-specific tool parser; without TOOL_CALL_PARSER (as here) a
+    # named or "auto" tool choice is refused the way `vllm serve` refuses it.
     for tool_choice in ({"type": "function", "function": {"name": "get_weather"}}, "auto"):
         with pytest.raises(openai.BadRequestError) as raised:
             chat(call, client, model, tools=TOOLS, tool_choice=tool_choice, **GREEDY)
         assert "tool-call-parser" in error_body(raised.value)["message"]
     assert_alive()
+
+
+@pytest.fixture(scope="module")
+def tool_client(loop, worker_settings, engine_handle):
+    """A client of a worker configured for tool calls (TOOL_CALL_PARSER=hermes, ENABLE_AUTO_TOOL_CHOICE),
+    on the session's engine: the parser is an OpenAI-server option, not an engine one."""
+    from worker.handler import JobHandler
+
+    settings = worker_settings.model_copy(update={"tool_call_parser": "hermes", "enable_auto_tool_choice": True})
+    gateway = OpenAIGateway(JobHandler(settings, engine_handle).handle)
+    loop.run_until_complete(gateway.start())
+    yield openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=180)
+    loop.run_until_complete(gateway.stop())
+
+
+def test_tool_call_parser_setting_enables_named_required_and_auto_tool_choice(call, tool_client, model):
+    # With the parser, vLLM constrains a named or required choice to the parser's tool-call format
+    # (hermes: <tool_call>{"name": ..., "arguments": ...}</tool_call>) naming the tool. The tiny model's
+    # random weights then fill the arguments with whitespace until max_tokens, so the call is seen in
+    # the text rather than parsed; a real model closes it and gets message.tool_calls.
+    for tool_choice in ({"type": "function", "function": {"name": "get_weather"}}, "required"):
+        response = chat(call, tool_client, model, tools=TOOLS, tool_choice=tool_choice, temperature=0, max_tokens=64)
+        text = response.choices[0].message.content
+        assert text.startswith('<tool_call>\n{"name": "get_weather", "arguments": '), text
+    auto = chat(call, tool_client, model, tools=TOOLS, tool_choice="auto", **GREEDY)
+    assert auto.choices[0].finish_reason in ("length", "stop") and auto.usage.completion_tokens > 0
 
 
 def test_chat_template_kwargs_are_accepted_and_checked(call, client, model):

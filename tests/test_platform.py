@@ -133,6 +133,9 @@ def test_engine_death_fails_in_flight_jobs_and_exits_non_zero_quickly(tiny_model
         fake.wait_for_results(["warm"], timeout=240)
         log = process.log()
         assert log.index("engine ready in") < log.index("Jobs in queue:"), "WARM_START builds the engine first"
+        # ... after the fitness checks, which the SDK would otherwise run on GPUs vLLM already holds.
+        assert log.index("fitness check(s)") < log.index("building the vLLM engine"), log[:3000]
+        assert log.count("fitness check(s)") == 1, "the checks run once"
         assert "engine_start_wait_ms" not in json.dumps(fake.results["warm"])
         fake.submit("in-flight", {"prompt": "long", "sampling_params": {"max_tokens": 1900, "ignore_eos": True, "n": 8}, "stream": True})
         deadline = time.monotonic() + 60

@@ -86,6 +86,21 @@ def test_secret_is_masked_in_repr_and_logs_and_errors(monkeypatch):
     assert token not in str(caught.value)
 
 
+def test_secrets_in_engine_args_are_refused_or_masked_never_echoed(monkeypatch):
+    token = "hf_SECRETinENGINEargs456"
+    monkeypatch.setenv("MODEL_NAME", "org/model")
+    monkeypatch.setenv("ENGINE_ARGS", f'{{"hf_token": "{token}"}}')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "hf_token (use HF_TOKEN)" in str(caught.value) and token not in str(caught.value)
+    monkeypatch.setenv("ENGINE_ARGS", f'{{"hf_token": "{token}"')  # not JSON: the value is not echoed either
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "ENGINE_ARGS" in str(caught.value) and token not in str(caught.value)
+    monkeypatch.setenv("ENGINE_ARGS", f'{{"some_api_key": "{token}", "max_num_seqs": 8}}')
+    assert load_settings().masked()["engine_args"] == {"some_api_key": "**********", "max_num_seqs": 8}
+
+
 def test_unknown_engine_args_are_named_with_a_suggestion(tiny_model):
     from worker.engine import build_engine_args
 
@@ -104,3 +119,67 @@ def test_engine_args_reach_vllm(tiny_model):
     args = build_engine_args(settings, str(tiny_model), 2, 1)
     assert (args.tensor_parallel_size, args.dtype, args.max_model_len, args.max_num_seqs) == (2, "float16", 256, 8)
     assert args.served_model_name == [str(tiny_model)]
+
+
+# --- OpenAI server options (checked at start by vLLM's own `vllm serve` parser) -------------------
+
+
+def server_args(**settings):
+    from worker.openai import server_args
+
+    return server_args(load_settings(model_name="org/model", **settings), "org/model")
+
+
+def test_tool_and_reasoning_parsers_reach_vllms_server_options():
+    args = server_args(tool_call_parser="hermes", enable_auto_tool_choice=True, reasoning_parser="qwen3")
+    assert (args.tool_call_parser, args.enable_auto_tool_choice) == ("hermes", True)
+    assert args.served_model_name == ["org/model"]
+
+
+def test_openai_server_args_take_vllm_serve_flags():
+    args = server_args(
+        openai_server_args="--tool-strict-level parameter --default-chat-template-kwargs '{\"enable_thinking\": false}'"
+    )
+    assert args.tool_strict_level == "parameter"
+    assert args.default_chat_template_kwargs == {"enable_thinking": False}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"tool_call_parser": "no-such-parser"}, ["TOOL_CALL_PARSER='no-such-parser'", "hermes", "llama3_json"]),
+        ({"reasoning_parser": "no-such-parser"}, ["REASONING_PARSER='no-such-parser'", "deepseek_r1"]),
+        ({"openai_server_args": "--no-such-flag 1"}, ["OPENAI_SERVER_ARGS", "unrecognized arguments: --no-such-flag"]),
+        ({"openai_server_args": "--tool-strict-level bogus"}, ["OPENAI_SERVER_ARGS", "invalid choice: 'bogus'"]),
+        ({"openai_server_args": "--tensor-parallel-size 2"}, ["not OpenAI server options: tensor_parallel_size", "ENGINE_ARGS"]),
+        ({"openai_server_args": "--tool-call-parser hermes"}, ["tool_call_parser (use TOOL_CALL_PARSER)"]),
+        ({"openai_server_args": "--enable-log-outputs"}, ["--enable-log-outputs requires --enable-log-requests"]),
+        ({"openai_server_args": "'unclosed"}, ["OPENAI_SERVER_ARGS", "No closing quotation"]),
+    ],
+)
+def test_bad_openai_server_options_are_settings_errors_naming_the_variable(settings, expected):
+    with pytest.raises(SettingsError) as raised:
+        server_args(**settings)
+    for text in expected:
+        assert text in str(raised.value)
+
+
+def test_auto_tool_choice_without_a_parser_is_refused():
+    with pytest.raises(SettingsError) as raised:
+        load_settings(model_name="org/model", enable_auto_tool_choice=True)
+    assert "ENABLE_AUTO_TOOL_CHOICE=true needs TOOL_CALL_PARSER" in str(raised.value)
+
+
+def test_engine_args_json_objects_become_vllms_config_classes(tiny_model):
+    from vllm.config import StructuredOutputsConfig
+
+    from worker.engine import build_engine_args
+
+    settings = load_settings(model_name=str(tiny_model), engine_args={"structured_outputs_config": {"backend": "xgrammar"}})
+    args = build_engine_args(settings, str(tiny_model), 1, 1)
+    assert isinstance(args.structured_outputs_config, StructuredOutputsConfig)
+    assert args.structured_outputs_config.backend == "xgrammar"
+    bad = load_settings(model_name=str(tiny_model), engine_args={"structured_outputs_config": {"no_such_field": 1}})
+    with pytest.raises(SettingsError) as raised:
+        build_engine_args(bad, str(tiny_model), 1, 1)
+    assert "ENGINE_ARGS: structured_outputs_config" in str(raised.value) and "no_such_field" in str(raised.value)

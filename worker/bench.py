@@ -94,6 +94,7 @@ async def through_worker(handler, i: int, max_tokens: int) -> JobTiming:
 async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTiming:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
+    from worker.jobs import engine_prompt
 
     started = time.perf_counter()
     request = job_input(i, max_tokens)
@@ -102,7 +103,7 @@ async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTim
     params = SamplingParams(**request["sampling_params"], output_kind=RequestOutputKind.DELTA)
     first = last = None
     chunks = tokens = 0
-    async for output in engine.generate({"prompt_token_ids": prompt_ids}, params, request_id=uuid.uuid4().hex):
+    async for output in engine.generate(engine_prompt(engine, prompt_ids), params, request_id=uuid.uuid4().hex):
         now = time.perf_counter()
         # Time to first *text*, as for the worker: a token that ends inside a UTF-8 character has none.
         if first is None and output.outputs[0].text:

@@ -77,11 +77,38 @@ def build_engine_args(
         "max_model_len": settings.max_model_len,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "enforce_eager": settings.enforce_eager,
+        # The engine needs it too: structured outputs start after the reasoning ends.
+        "reasoning_parser": settings.reasoning_parser or "",
         # Per-request log lines would carry prompts into the logs.
         "enable_log_requests": False,
     }
-    args.update(settings.engine_args)
-    return AsyncEngineArgs(**args)
+    args.update({name: _as_config(name, value) for name, value in settings.engine_args.items()})
+    try:
+        return AsyncEngineArgs(**args)
+    except (TypeError, ValueError) as error:
+        raise SettingsError(f"Invalid worker configuration:\n  ENGINE_ARGS: {error}") from None
+
+
+def _as_config(name: str, value: Any) -> Any:
+    """A JSON object given for one of vLLM's config-object arguments (e.g. structured_outputs_config)
+    becomes that config class, as `vllm serve --structured-outputs-config '{...}'` makes it; vLLM itself
+    converts only some of them from dicts."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    if not isinstance(value, dict):
+        return value
+    field = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}[name]
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if default is None or isinstance(default, dict) or not dataclasses.is_dataclass(default):
+        return value
+    try:
+        return type(default)(**value)
+    except (TypeError, ValueError) as error:
+        problem = " ".join(line.strip() for line in str(error).splitlines() if "errors.pydantic.dev" not in line)
+        raise SettingsError(
+            f"Invalid worker configuration:\n  ENGINE_ARGS: {name}: {problem} "
+            f"(allowed: the fields of vLLM's {type(default).__name__})"
+        ) from None
 
 
 class EngineHandle:
@@ -99,6 +126,7 @@ class EngineHandle:
         self._start: asyncio.Future | None = None
         self._watchdog: asyncio.Task | None = None
         self._dead_reported = False
+        self.failed = False  # the build failed or the engine died: the worker is on its way out
         self.load_seconds: float | None = None
 
     @property
@@ -161,6 +189,7 @@ class EngineHandle:
         if isinstance(error, EngineStartError):
             reason = str(error)
         log.error("%s", reason)
+        self.failed = True
         self._on_fatal(reason)
         return EngineStartError(reason)
 
@@ -179,6 +208,7 @@ class EngineHandle:
         """The engine died: exit (once), so the platform replaces this worker."""
         if not self._dead_reported:
             self._dead_reported = True
+            self.failed = True
             self._on_fatal("the vLLM engine process died; in-flight jobs were failed")
 
     def shutdown(self) -> None:

@@ -16,15 +16,18 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from vllm.exceptions import VLLMValidationError
+
 from config.settings import WorkerSettings
 from worker.engine import EngineHandle, EngineStartError
 from worker.errors import JobError
-from worker.jobs import build_engine_request, parse_job_input, sampling_params_model
+from worker.jobs import build_engine_request, engine_prompt, parse_job_input, sampling_error, sampling_params_model
 from worker.streaming import JobClock, final_result, stream_chunks
 
 log = logging.getLogger("worker.handler")
 
 LONG_PROMPT_CHARS = 16_384
+_pending_aborts: set[asyncio.Future] = set()
 
 
 @contextlib.asynccontextmanager
@@ -39,7 +42,10 @@ async def abort_after(timeout_s: float, engine: Any, request_id: str) -> AsyncIt
     def expire() -> None:
         nonlocal expired
         expired = True
-        asyncio.ensure_future(engine.abort(request_id))
+        # Keep a reference: the loop holds tasks weakly, and a collected abort leaves the request running.
+        task = asyncio.ensure_future(engine.abort(request_id))
+        _pending_aborts.add(task)
+        task.add_done_callback(_pending_aborts.discard)
 
     timer = asyncio.get_running_loop().call_later(timeout_s, expire)
     try:
@@ -66,28 +72,43 @@ class JobHandler:
         sampling_params_model()  # build the schema now, not on the first job
 
     def concurrency(self, current: int) -> int:
-        """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching)."""
-        return self.settings.max_concurrency
+        """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching).
+        None once the engine has failed: the worker is exiting, and jobs it took now would only fail
+        instead of waiting for a healthy worker."""
+        return 0 if self.engine.failed else self.settings.max_concurrency
 
     async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
         # A bound async-generator method, so the SDK (inspect.isasyncgenfunction) streams its chunks.
         job_id = str(job.get("id") or uuid.uuid4())
         clock = JobClock()
         job_input = job.get("input")
+        openai_job = isinstance(job_input, dict) and "openai_route" in job_input
         try:
-            if isinstance(job_input, dict) and "openai_route" in job_input:
+            if openai_job:
                 async for chunk in self._run_openai(job_input, job_id):
                     yield chunk
             else:
                 async for chunk in self._run_native(job_input, job_id, clock):
                     yield chunk
-        except JobError as error:
+        except Exception as error:
+            failure = self._failure(job_id, error)
+            if openai_job:  # OpenAI clients get OpenAI's error body, whatever failed
+                from worker.openai import openai_error_output
+
+                yield openai_error_output(failure)
+            else:
+                yield failure.as_job_output()
+
+    def _failure(self, job_id: str, error: Exception) -> JobError:
+        if isinstance(error, JobError):
             log.info("job %s failed: %s", job_id, error.type)
-            yield error.as_job_output()
-        except EngineStartError as error:
-            yield JobError("engine_start_failed", str(error), "Fix the configuration named above; the worker restarts.").as_job_output()
-        except Exception as error:  # engine death and anything unforeseen: fail this job, log why
-            yield self._unexpected(job_id, error).as_job_output()
+            return error
+        if isinstance(error, VLLMValidationError):  # vLLM refused the request's parameters on admission
+            log.info("job %s failed: vLLM refused %s", job_id, error.parameter or "the request")
+            return sampling_error(error)
+        if isinstance(error, EngineStartError):
+            return JobError("engine_start_failed", str(error), "Fix the configuration named above; the worker restarts.")
+        return self._unexpected(job_id, error)  # engine death and anything unforeseen: fail this job, log why
 
     async def _run_native(self, job_input: Any, job_id: str, clock: JobClock) -> AsyncIterator[Any]:
         job = parse_job_input(job_input)
@@ -106,7 +127,7 @@ class JobHandler:
         # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
         request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
         outputs = engine.generate(
-            {"prompt_token_ids": request.prompt_token_ids}, request.sampling_params, request_id=request_id
+            engine_prompt(engine, request.prompt_token_ids), request.sampling_params, request_id=request_id
         )
         # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request.
         async with contextlib.aclosing(outputs), abort_after(self.settings.job_timeout_s, engine, request_id):

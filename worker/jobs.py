@@ -114,7 +114,7 @@ def parse_job_input(raw: Any) -> NativeJobInput:
         raise invalid_input("input", f"must be a JSON object, got {type(raw).__name__}")
     try:
         job = NativeJobInput.model_validate(raw)
-        sampling = sampling_params_model().model_validate(job.sampling_params)
+        sampling = sampling_params_model().model_validate(_token_id_keys(job.sampling_params))
     except ValidationError as error:
         # Errors raised inside sampling_params' own model carry paths relative to it.
         prefix = "input" if _is_top_level(error) else "input.sampling_params"
@@ -122,6 +122,15 @@ def parse_job_input(raw: Any) -> NativeJobInput:
     # Keep the validated values (e.g. structured_outputs as vLLM's dataclass), only those the job set.
     job.sampling_params = {name: getattr(sampling, name) for name in sampling.model_fields_set}
     return job
+
+
+def _token_id_keys(sampling_params: dict[str, Any]) -> dict[str, Any]:
+    """logit_bias maps token ids to biases, and JSON object keys are strings: "42" means token 42."""
+    bias = sampling_params.get("logit_bias")
+    if not isinstance(bias, dict):
+        return sampling_params
+    as_ids = {int(key) if isinstance(key, str) and key.lstrip("-").isdigit() else key: value for key, value in bias.items()}
+    return {**sampling_params, "logit_bias": as_ids}
 
 
 def _is_top_level(error: ValidationError) -> bool:
@@ -157,8 +166,14 @@ def build_engine_request(
     try:
         sampling_params = SamplingParams(**params)
     except (VLLMValidationError, ValueError, TypeError) as error:
-        raise _sampling_error(error) from None
+        raise sampling_error(error) from None
     return EngineRequest(prompt_token_ids, sampling_params, job.stream)
+
+
+def engine_prompt(engine: Any, prompt_token_ids: list[int]) -> Any:
+    """A token prompt as vLLM's renderer hands it to the engine (passing raw prompts is deprecated)."""
+    (prompt,) = engine.renderer.render_cmpl([{"prompt_token_ids": prompt_token_ids}])
+    return prompt
 
 
 def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
@@ -167,10 +182,9 @@ def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
             raise invalid_input("input.prompt", "is empty", "Send the text to complete.")
         return tokenizer.encode(job.prompt)
     messages = [message.model_dump(exclude_none=True) for message in job.messages or []]
+    template_kwargs = _chat_template_kwargs(job, tokenizer)
     try:
-        text = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, **job.chat_template_kwargs
-        )
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
     except Exception as error:  # a template raises whatever its author chose
         raise invalid_input(
             "input.messages",
@@ -179,6 +193,23 @@ def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
         ) from None
     # The template already placed the special tokens.
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+def _chat_template_kwargs(job: NativeJobInput, tokenizer: Any) -> dict[str, Any]:
+    """The kwargs the model's template reads, as vLLM's server keeps them: a job may not swap the template
+    (`chat_template`) or the rendering (`tokenize`), and variables the template never reads are dropped."""
+    from vllm.renderers.hf import resolve_chat_template_kwargs
+
+    kwargs = dict(job.chat_template_kwargs)
+    kwargs.pop("add_generation_prompt", None)  # the worker always asks for the assistant's turn
+    try:
+        return resolve_chat_template_kwargs(tokenizer, tokenizer.chat_template or "", kwargs)
+    except ValueError as error:
+        raise invalid_input(
+            "input.chat_template_kwargs",
+            str(error),
+            "Leave out chat_template and tokenize: jobs are rendered with the model's own chat template.",
+        ) from None
 
 
 def _check_bounds(params: dict[str, Any]) -> None:
@@ -203,7 +234,7 @@ def _check_bounds(params: dict[str, Any]) -> None:
             )
 
 
-def _sampling_error(error: Exception) -> JobError:
+def sampling_error(error: Exception) -> JobError:
     message = str(error)
     field = getattr(error, "parameter", None) or next((name for name in USER_SAMPLING_FIELDS if name in message), None)
     return invalid_input(

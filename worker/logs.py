@@ -1,11 +1,9 @@
 """Logging for the worker's own modules (vLLM and the runpod SDK configure theirs)."""
 
 import logging
-import os
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("WORKER_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(level: str = "INFO") -> None:
+    """INFO until the settings are read (their errors must show), then WORKER_LOG_LEVEL."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)

@@ -25,28 +25,35 @@ Output, per job:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import shlex
 from collections.abc import AsyncIterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.entrypoints.launchers.cli_args import BaseFrontendArgs, make_arg_parser, validate_parsed_serve_args
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 from vllm.entrypoints.serve.exception_handling.handlers.validation import clean_loc_for_param
+from vllm import __version__ as vllm_version
 from vllm.exceptions import VLLMValidationError
+from vllm.reasoning import ReasoningParserManager
+from vllm.tool_parsers import ToolParserManager
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from config.settings import WorkerSettings
+from config.settings import SettingsError, WorkerSettings
+from worker.errors import JobError
 from worker.streaming import coalesce_events, until
 
 log = logging.getLogger("worker.openai")
@@ -68,11 +75,10 @@ class OpenAIRoutes:
 
     @classmethod
     async def create(cls, engine: AsyncLLM, settings: WorkerSettings) -> OpenAIRoutes:
-        """vLLM's app state on the running engine, as `vllm serve` builds it, with its defaults for every
-        server option; the only one we set is the model name the routes answer to."""
-        args = make_arg_parser(FlexibleArgumentParser()).parse_args(
-            ["--model", engine.model_config.model, "--served-model-name", settings.served_name]
-        )
+        """vLLM's app state on the running engine, as `vllm serve` builds it from its options."""
+        args = server_args(settings, engine.model_config.model)
+        # The reasoning parser is an engine option: the app state reads it from the engine's config.
+        args.structured_outputs_config = engine.vllm_config.structured_outputs_config
         state = State()
         await init_app_state(engine, state, args, await engine.get_supported_tasks())
         return cls(engine, state, settings)
@@ -154,3 +160,77 @@ def _parse(request_model: type[BaseModel], body: Any) -> BaseModel | ErrorRespon
         lines = [f"  {clean_loc_for_param(e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
         message = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''}:\n" + "\n".join(lines)
         return create_error_response(message, err_type=HTTPStatus.BAD_REQUEST.phrase, param=param)
+
+
+# The HTTP status an OpenAI client sees for a job that failed outside vLLM's serving layer.
+_STATUS_OF_JOB_ERROR = {
+    "timeout": (HTTPStatus.REQUEST_TIMEOUT, "TimeoutError"),
+    "engine_start_failed": (HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
+    "engine_dead": (HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailableError"),
+}
+
+
+def openai_error_output(error: JobError) -> dict[str, str]:
+    """A job error (engine start-up failed or died, timeout, internal) as the OpenAI error body that
+    openai_route jobs fail with, like every other error on these routes."""
+    status, err_type = _STATUS_OF_JOB_ERROR.get(error.type, (HTTPStatus.INTERNAL_SERVER_ERROR, "InternalServerError"))
+    message = f"{error.message}. {error.fix}" if error.fix else error.message
+    response = create_error_response(message, err_type=err_type, status_code=status)
+    return {"error": json.dumps(response.model_dump(), ensure_ascii=False)}
+
+
+# Settings that map to `vllm serve` flags; OPENAI_SERVER_ARGS may set any other frontend option.
+_SETTING_FLAGS = {"tool_call_parser": "TOOL_CALL_PARSER", "enable_auto_tool_choice": "ENABLE_AUTO_TOOL_CHOICE"}
+_FRONTEND_OPTIONS = {f.name for f in dataclasses.fields(BaseFrontendArgs)} - set(_SETTING_FLAGS)
+
+
+class _SettingsArgumentParser(FlexibleArgumentParser):
+    """`vllm serve`'s parser, raising a settings error where argparse would print usage and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {message}")
+
+
+def server_args(settings: WorkerSettings, model: str) -> argparse.Namespace:
+    """vLLM's OpenAI server options, parsed by `vllm serve`'s own parser and checks: the served model
+    name, TOOL_CALL_PARSER, ENABLE_AUTO_TOOL_CHOICE, REASONING_PARSER and OPENAI_SERVER_ARGS.
+
+    Called at start (handler.py), so a bad option stops the worker before it takes a job.
+    """
+    argv = ["--model", model, "--served-model-name", settings.served_name]
+    if settings.tool_call_parser:
+        _check_registered("TOOL_CALL_PARSER", settings.tool_call_parser, ToolParserManager.list_registered())
+        argv += ["--tool-call-parser", settings.tool_call_parser]
+    if settings.enable_auto_tool_choice:
+        argv.append("--enable-auto-tool-choice")
+    if settings.reasoning_parser:
+        _check_registered("REASONING_PARSER", settings.reasoning_parser, ReasoningParserManager.list_registered())
+        argv += ["--reasoning-parser", settings.reasoning_parser]
+    parser = make_arg_parser(_SettingsArgumentParser())
+    ours = parser.parse_args(argv)
+    try:
+        extra = shlex.split(settings.openai_server_args)
+    except ValueError as error:
+        raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {error} (quote it as a shell would)") from None
+    args = parser.parse_args(argv + extra)
+    changed = sorted(name for name, value in vars(args).items() if getattr(ours, name, None) != value)
+    misplaced = [name for name in changed if name not in _FRONTEND_OPTIONS]
+    if misplaced:
+        names = ", ".join(f"{name} (use {_SETTING_FLAGS[name]})" if name in _SETTING_FLAGS else name for name in misplaced)
+        raise SettingsError(
+            "Invalid worker configuration:\n  OPENAI_SERVER_ARGS: sets options that are not OpenAI server "
+            f"options: {names}; engine options go in ENGINE_ARGS or their own setting"
+        )
+    try:
+        validate_parsed_serve_args(args)
+    except (TypeError, ValueError) as error:
+        raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {error}") from None
+    return args
+
+
+def _check_registered(env_var: str, name: str, registered: list[str]) -> None:
+    if name not in registered:
+        raise SettingsError(
+            f"Invalid worker configuration:\n  {env_var}={name!r}: not a parser vLLM {vllm_version} knows "
+            f"(allowed: {', '.join(sorted(registered))})"
+        )
