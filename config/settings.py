@@ -194,13 +194,21 @@ class WorkerSettings(BaseSettings):
         """The settings as a dict safe to log: secrets stay masked by SecretStr, and so do ENGINE_ARGS
         entries whose names say they hold one."""
         shown = {name: (str(value) if isinstance(value, SecretStr) else value) for name, value in self}
-        shown["engine_args"] = {
-            name: "**********" if _SECRET_NAME.search(name) else value for name, value in self.engine_args.items()
-        }
+        shown["engine_args"] = _mask_secret_keys(self.engine_args)
         return shown
 
 
-_SECRET_NAME = re.compile(r"token|key|secret|password|credential", re.IGNORECASE)
+# Keys that name a secret (hf_token, api_key, aws_secret_access_key, password, ...), not max_num_batched_tokens.
+_SECRET_NAME = re.compile(r"(^|_)token$|key$|secret|password|passwd|credential", re.IGNORECASE)
+
+
+def _mask_secret_keys(value: Any) -> Any:
+    """`value` with every entry whose key names a secret masked, at any depth (nested vLLM configs)."""
+    if isinstance(value, dict):
+        return {k: "**********" if _SECRET_NAME.search(str(k)) else _mask_secret_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_secret_keys(item) for item in value]
+    return value
 
 # Engine arguments that have a setting of their own: ENGINE_ARGS may not set them too.
 _FIRST_CLASS_ENGINE_ARGS = {

@@ -406,3 +406,9 @@ def test_download_progress_is_logged(tmp_path, caplog):
         while "on disk" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.01)
     assert "model acme/tiny-model: 0.00 GiB on disk" in caplog.text
+
+
+def test_weights_only_in_a_subfolder_are_not_filtered_away():
+    # vLLM loads the top level only; a repo whose top level has no weights keeps every format.
+    files = ["config.json", "tokenizer.json", "fp16/model.safetensors", "legacy/pytorch_model.bin"]
+    assert kept(files) == set(files)

@@ -186,9 +186,7 @@ def test_the_sdk_sees_the_handler_as_a_streaming_generator(job_handler):
     assert is_generator(job_handler)
 
 
-def test_a_worker_whose_engine_failed_takes_no_more_jobs(loop, worker_settings, tmp_path):
-    """Jobs concurrent with a failed start all get the reason; then the worker asks the SDK for no more
-    jobs (concurrency 0) while it exits, so queued jobs wait for a healthy worker instead of failing."""
+def test_jobs_waiting_on_a_failed_start_all_get_the_reason_and_the_worker_exits_once(loop, worker_settings, tmp_path):
     from conftest import FatalRecorder
 
     from worker.engine import EngineHandle
@@ -197,7 +195,6 @@ def test_a_worker_whose_engine_failed_takes_no_more_jobs(loop, worker_settings, 
     fatal = FatalRecorder()
     settings = worker_settings.model_copy(update={"model_name": str(tmp_path / "no-such-model")})
     jobs = JobHandler(settings, EngineHandle(settings, on_fatal=fatal))
-    assert jobs.concurrency(1) == worker_settings.max_concurrency
 
     async def run(job_id):
         return [chunk async for chunk in jobs.handle({"id": job_id, "input": {"prompt": "hi"}})]
@@ -209,4 +206,35 @@ def test_a_worker_whose_engine_failed_takes_no_more_jobs(loop, worker_settings, 
         error = job_error(chunks)
         assert error["type"] == "engine_start_failed" and "no-such-model" in error["message"], error
     assert len(fatal.reasons) == 1, "one failed build, one exit"
-    assert jobs.concurrency(worker_settings.max_concurrency) == 0
+
+
+class NamedTemplatesTokenizer:
+    """A tokenizer shaped like those that keep several chat templates by name (Hermes-2-Pro, Command-R),
+    or, with chat_template None, like Mistral's, which has none: only what build_engine_request uses."""
+
+    def __init__(self, chat_template):
+        self.chat_template = chat_template
+        self.rendered_with: dict = {}
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize, **kwargs):
+        self.rendered_with = kwargs
+        return messages[-1]["content"]
+
+    def encode(self, text, add_special_tokens=True):
+        return [ord(c) for c in text]
+
+
+def test_chat_jobs_work_with_named_or_missing_chat_templates():
+    from worker.jobs import build_engine_request, parse_job_input
+
+    job = parse_job_input({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"flavour": "x"}})
+    named = NamedTemplatesTokenizer({"default": "{{ messages[0].content }}{{ flavour }}", "tool_use": "{{ tools }}"})
+    request = build_engine_request(job, named, max_model_len=64, default_max_tokens=8)
+    assert request.prompt_token_ids == [ord("h"), ord("i")]
+    assert named.rendered_with == {"flavour": "x"}, "a variable the default template reads is passed"
+    for template in (None, {"tool_use": "{{ tools }}"}):
+        tokenizer = NamedTemplatesTokenizer(template)
+        build_engine_request(job, tokenizer, max_model_len=64, default_max_tokens=8)
+        assert tokenizer.rendered_with == {}, "nothing to read the variable: dropped, as vLLM's server drops it"
+    plain = parse_job_input({"messages": [{"role": "user", "content": "hi"}]})
+    build_engine_request(plain, NamedTemplatesTokenizer(None), max_model_len=64, default_max_tokens=8)

@@ -83,7 +83,7 @@ QUANTIZED_VALID_SIZES = {
     "Qwen--Qwen3-235B-A22B-FP8": [1, 2, 4, 8, 16],
     # 64 heads, 8 KV heads, MLP 29568 = 128 x 231 (231 = 3 x 7 x 11, odd): 1..64 before groups.
     # down_proj input per GPU 29568 / 2 = 14784 = 115.5 groups of 128: every TP > 1 cuts a group.
-    "Qwen--Qwen2.5-72B-Instruct-AWQ": [1],
+    "Qwen2.5-72B-AWQ-unpadded-mlp": [1],
 }
 
 
@@ -104,7 +104,7 @@ def test_quantization_problem_names_the_scale():
         "the expert MLP per GPU 48 (1536 / 32) is not a multiple of the FP8 block size 128, "
         "and the finer scale vLLM falls back to would be 16 wide (under 32)"
     )
-    awq = ModelShape.from_config(config("Qwen--Qwen2.5-72B-Instruct-AWQ"))
+    awq = ModelShape.from_config(config("Qwen2.5-72B-AWQ-unpadded-mlp"))
     assert tp_problem(awq, 2) == "the MLP per GPU 14784 (29568 / 2) is not a multiple of the AWQ group size 128"
     assert "awq groups of 128" in awq.describe() and "fp8 blocks 128x128" in fp8.describe()
 
@@ -128,7 +128,7 @@ def test_fp8_blocks_without_a_finer_fallback():
 
 
 def test_awq_group_sizes():
-    awq = config("Qwen--Qwen2.5-72B-Instruct-AWQ")
+    awq = config("Qwen2.5-72B-AWQ-unpadded-mlp")
     # The published checkpoint pads the MLP to 29696 = 128 x 232 = 128 x 2^3 x 29 for this: TP 2, 4, 8 work.
     assert valid_tp_sizes({**awq, "intermediate_size": 29696}) == [1, 2, 4, 8]
     gptq = {**awq, "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}}
@@ -347,13 +347,13 @@ def test_cpu_backend_pipeline_needs_no_gpu_count():
 
 
 def test_auto_skips_sizes_that_cut_quantization_scales():
-    awq = plan_parallelism(settings("Qwen/Qwen2.5-72B-Instruct-AWQ"), config("Qwen--Qwen2.5-72B-Instruct-AWQ"), pod(8))
+    awq = plan_parallelism(settings("Qwen2.5-72B-AWQ-unpadded-mlp"), config("Qwen2.5-72B-AWQ-unpadded-mlp"), pod(8))
     assert awq.tensor_parallel_size == 1
     assert "(8: the MLP per GPU 3696 (29568 / 8) is not a multiple of the AWQ group size 128)" in awq.summary
     # 4-bit weights: half a byte per linear-layer parameter; embeddings and lm_head stay float16.
     assert "awq (4-bit weights) weights 40.1 GB/GPU" in awq.summary
     with pytest.raises(ParallelismError, match=r"TENSOR_PARALLEL_SIZE=2 .*14784 \(29568 / 2\) .* AWQ group size 128"):
-        plan_parallelism(settings("m", tensor_parallel_size=2), config("Qwen--Qwen2.5-72B-Instruct-AWQ"), pod(8))
+        plan_parallelism(settings("m", tensor_parallel_size=2), config("Qwen2.5-72B-AWQ-unpadded-mlp"), pod(8))
 
     fp8 = plan_parallelism(settings("m"), config("Qwen--Qwen3-235B-A22B-FP8"), pod(8, topo="h100-sxm-8x.txt"))
     assert fp8.tensor_parallel_size == 8

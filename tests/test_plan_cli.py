@@ -88,10 +88,10 @@ def test_explicit_invalid_size():
 
 
 def test_quantized_checkpoints_explain_the_sizes_they_rule_out():
-    awq_model = str(QUANTIZED_CONFIGS / "Qwen--Qwen2.5-72B-Instruct-AWQ.json")
+    awq_model = str(QUANTIZED_CONFIGS / "Qwen2.5-72B-AWQ-unpadded-mlp.json")
     awq = plan(awq_model, "--gpus", "8", "--gpu-memory", "80")
     assert awq.returncode == 0, awq.stdout
-    assert sorted(table_rows(awq.stdout)) == QUANTIZED_VALID_SIZES["Qwen--Qwen2.5-72B-Instruct-AWQ"]
+    assert sorted(table_rows(awq.stdout)) == QUANTIZED_VALID_SIZES["Qwen2.5-72B-AWQ-unpadded-mlp"]
     assert "MLP 29568, awq groups of 128" in awq.stdout and "awq (4-bit weights): weights 40.1 GB" in awq.stdout
     assert "(8: the MLP per GPU 3696 (29568 / 8) is not a multiple of the AWQ group size 128)" in awq.stdout
     two = plan(awq_model, "--gpus", "8", "--gpu-memory", "80", "--tensor-parallel-size", "2")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from config.settings import SettingsError, load_settings
@@ -97,8 +99,19 @@ def test_secrets_in_engine_args_are_refused_or_masked_never_echoed(monkeypatch):
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert "ENGINE_ARGS" in str(caught.value) and token not in str(caught.value)
-    monkeypatch.setenv("ENGINE_ARGS", f'{{"some_api_key": "{token}", "max_num_seqs": 8}}')
-    assert load_settings().masked()["engine_args"] == {"some_api_key": "**********", "max_num_seqs": 8}
+    engine_args = {
+        "some_api_key": token,
+        "max_num_batched_tokens": 8192,
+        "tokenizer_mode": "auto",
+        "kv_transfer_config": {"kv_connector_extra_config": {"auth_token": token, "port": 1}},
+    }
+    monkeypatch.setenv("ENGINE_ARGS", json.dumps(engine_args))
+    assert load_settings().masked()["engine_args"] == {
+        "some_api_key": "**********",
+        "max_num_batched_tokens": 8192,
+        "tokenizer_mode": "auto",
+        "kv_transfer_config": {"kv_connector_extra_config": {"auth_token": "**********", "port": 1}},
+    }
 
 
 def test_unknown_engine_args_are_named_with_a_suggestion(tiny_model):
@@ -155,6 +168,10 @@ def test_openai_server_args_take_vllm_serve_flags():
         ({"openai_server_args": "--tool-call-parser hermes"}, ["tool_call_parser (use TOOL_CALL_PARSER)"]),
         ({"openai_server_args": "--enable-log-outputs"}, ["--enable-log-outputs requires --enable-log-requests"]),
         ({"openai_server_args": "'unclosed"}, ["OPENAI_SERVER_ARGS", "No closing quotation"]),
+        ({"openai_server_args": "--help"}, ["OPENAI_SERVER_ARGS: --help/--version print and exit"]),
+        ({"openai_server_args": "--chat-template /no/such/template.jinja"}, ["OPENAI_SERVER_ARGS", "/no/such/template.jinja"]),
+        ({"openai_server_args": "--reasoning-parser qwen3"}, ["reasoning_parser (use REASONING_PARSER)"]),
+        ({"openai_server_args": "--tool-parser-plugin /no/such/plugin.py"}, ["/no/such/plugin.py", "could not be imported"]),
     ],
 )
 def test_bad_openai_server_options_are_settings_errors_naming_the_variable(settings, expected):
@@ -183,3 +200,16 @@ def test_engine_args_json_objects_become_vllms_config_classes(tiny_model):
     with pytest.raises(SettingsError) as raised:
         build_engine_args(bad, str(tiny_model), 1, 1)
     assert "ENGINE_ARGS: structured_outputs_config" in str(raised.value) and "no_such_field" in str(raised.value)
+
+
+def test_a_tool_parser_plugin_registers_the_parser_it_names(tmp_path):
+    plugin = tmp_path / "my_tool_parser.py"
+    plugin.write_text(
+        "from vllm.tool_parsers import ToolParserManager\n"
+        "from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser\n"
+        "@ToolParserManager.register_module('my_parser')\n"
+        "class MyParser(Hermes2ProToolParser):\n"
+        "    pass\n"
+    )
+    args = server_args(tool_call_parser="my_parser", openai_server_args=f"--tool-parser-plugin {plugin}")
+    assert (args.tool_call_parser, args.tool_parser_plugin) == ("my_parser", str(plugin))

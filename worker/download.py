@@ -196,7 +196,8 @@ def download_model(name: str, *, revision: str | None, token: str | None, cache_
 def weight_ignore_patterns(repo_files: list[str]) -> list[str]:
     """snapshot_download ignore_patterns that keep one weight format (the one vLLM would load) and skip what
     vLLM never loads; configs, tokenizers, chat templates and remote code are kept."""
-    loadable = [path for path in repo_files if not fnmatch.fnmatch(path, "original/*")]
+    # vLLM loads weights from the repo's top level only: choose there, and filter nothing if none is there.
+    loadable = [path for path in repo_files if "/" not in path]
     chosen = next((fmt for fmt in WEIGHT_FORMATS if fnmatch.filter(loadable, fmt)), None)
     others = [fmt for fmt in WEIGHT_FORMATS if chosen is not None and fmt != chosen]
     return [*NEVER_LOADED, *others]

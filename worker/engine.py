@@ -126,7 +126,6 @@ class EngineHandle:
         self._start: asyncio.Future | None = None
         self._watchdog: asyncio.Task | None = None
         self._dead_reported = False
-        self.failed = False  # the build failed or the engine died: the worker is on its way out
         self.load_seconds: float | None = None
 
     @property
@@ -189,7 +188,6 @@ class EngineHandle:
         if isinstance(error, EngineStartError):
             reason = str(error)
         log.error("%s", reason)
-        self.failed = True
         self._on_fatal(reason)
         return EngineStartError(reason)
 
@@ -208,7 +206,6 @@ class EngineHandle:
         """The engine died: exit (once), so the platform replaces this worker."""
         if not self._dead_reported:
             self._dead_reported = True
-            self.failed = True
             self._on_fatal("the vLLM engine process died; in-flight jobs were failed")
 
     def shutdown(self) -> None:

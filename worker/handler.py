@@ -73,9 +73,10 @@ class JobHandler:
 
     def concurrency(self, current: int) -> int:
         """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching).
-        None once the engine has failed: the worker is exiting, and jobs it took now would only fail
-        instead of waiting for a healthy worker."""
-        return 0 if self.engine.failed else self.settings.max_concurrency
+
+        Kept after a fatal engine failure too: at 0 the SDK would leave jobs it already queued unstarted
+        and unreported; failing them with the reason during the exit grace is the clearer end."""
+        return self.settings.max_concurrency
 
     async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
         # A bound async-generator method, so the SDK (inspect.isasyncgenfunction) streams its chunks.

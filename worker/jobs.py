@@ -182,7 +182,7 @@ def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
             raise invalid_input("input.prompt", "is empty", "Send the text to complete.")
         return tokenizer.encode(job.prompt)
     messages = [message.model_dump(exclude_none=True) for message in job.messages or []]
-    template_kwargs = _chat_template_kwargs(job, tokenizer)
+    template_kwargs = _chat_template_kwargs(job, tokenizer) if job.chat_template_kwargs else {}
     try:
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
     except Exception as error:  # a template raises whatever its author chose
@@ -202,8 +202,13 @@ def _chat_template_kwargs(job: NativeJobInput, tokenizer: Any) -> dict[str, Any]
 
     kwargs = dict(job.chat_template_kwargs)
     kwargs.pop("add_generation_prompt", None)  # the worker always asks for the assistant's turn
+    # The template's own variables are read from its text: a tokenizer may keep several templates by name
+    # (a dict) or none at all (Mistral's); then only the standard kwargs pass.
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default", "")
     try:
-        return resolve_chat_template_kwargs(tokenizer, tokenizer.chat_template or "", kwargs)
+        return resolve_chat_template_kwargs(tokenizer, template if isinstance(template, str) else "", kwargs)
     except ValueError as error:
         raise invalid_input(
             "input.chat_template_kwargs",

@@ -49,6 +49,7 @@ from vllm import __version__ as vllm_version
 from vllm.exceptions import VLLMValidationError
 from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
+from vllm.utils.import_utils import import_plugin
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -180,7 +181,12 @@ def openai_error_output(error: JobError) -> dict[str, str]:
 
 
 # Settings that map to `vllm serve` flags; OPENAI_SERVER_ARGS may set any other frontend option.
-_SETTING_FLAGS = {"tool_call_parser": "TOOL_CALL_PARSER", "enable_auto_tool_choice": "ENABLE_AUTO_TOOL_CHOICE"}
+_SETTING_FLAGS = {
+    "tool_call_parser": "TOOL_CALL_PARSER",
+    "enable_auto_tool_choice": "ENABLE_AUTO_TOOL_CHOICE",
+    "reasoning_parser": "REASONING_PARSER",
+    "served_model_name": "SERVED_MODEL_NAME",
+}
 _FRONTEND_OPTIONS = {f.name for f in dataclasses.fields(BaseFrontendArgs)} - set(_SETTING_FLAGS)
 
 
@@ -199,20 +205,18 @@ def server_args(settings: WorkerSettings, model: str) -> argparse.Namespace:
     """
     argv = ["--model", model, "--served-model-name", settings.served_name]
     if settings.tool_call_parser:
-        _check_registered("TOOL_CALL_PARSER", settings.tool_call_parser, ToolParserManager.list_registered())
         argv += ["--tool-call-parser", settings.tool_call_parser]
     if settings.enable_auto_tool_choice:
         argv.append("--enable-auto-tool-choice")
     if settings.reasoning_parser:
-        _check_registered("REASONING_PARSER", settings.reasoning_parser, ReasoningParserManager.list_registered())
         argv += ["--reasoning-parser", settings.reasoning_parser]
     parser = make_arg_parser(_SettingsArgumentParser())
-    ours = parser.parse_args(argv)
+    ours = _parse_serve_args(parser, argv)
     try:
         extra = shlex.split(settings.openai_server_args)
     except ValueError as error:
         raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {error} (quote it as a shell would)") from None
-    args = parser.parse_args(argv + extra)
+    args = _parse_serve_args(parser, argv + extra)
     changed = sorted(name for name, value in vars(args).items() if getattr(ours, name, None) != value)
     misplaced = [name for name in changed if name not in _FRONTEND_OPTIONS]
     if misplaced:
@@ -221,11 +225,38 @@ def server_args(settings: WorkerSettings, model: str) -> argparse.Namespace:
             "Invalid worker configuration:\n  OPENAI_SERVER_ARGS: sets options that are not OpenAI server "
             f"options: {names}; engine options go in ENGINE_ARGS or their own setting"
         )
+    _load_parser_plugins(args.tool_parser_plugin, settings.engine_args.get("reasoning_parser_plugin"))
+    if settings.tool_call_parser:
+        _check_registered("TOOL_CALL_PARSER", settings.tool_call_parser, ToolParserManager.list_registered())
+    if settings.reasoning_parser:
+        _check_registered("REASONING_PARSER", settings.reasoning_parser, ReasoningParserManager.list_registered())
     try:
         validate_parsed_serve_args(args)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # TypeError, ValueError, VLLMValidationError: whatever vLLM's checks raise
         raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {error}") from None
     return args
+
+
+def _parse_serve_args(parser: FlexibleArgumentParser, argv: list[str]) -> argparse.Namespace:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:  # --help or --version: argparse printed and would end the worker
+        raise SettingsError(
+            "Invalid worker configuration:\n  OPENAI_SERVER_ARGS: --help/--version print and exit; "
+            "see `vllm serve --help` for the options"
+        ) from None
+
+
+def _load_parser_plugins(tool_parser_plugin: str | None, reasoning_parser_plugin: str | None) -> None:
+    """Import plugin parsers (they register themselves) before their names are looked up, as `vllm serve`
+    does in launcher.setup_server, with the same importer; it logs why and returns None on failure."""
+    for where, plugin in (("OPENAI_SERVER_ARGS --tool-parser-plugin", tool_parser_plugin),
+                          ("ENGINE_ARGS reasoning_parser_plugin", reasoning_parser_plugin)):
+        if plugin and import_plugin(plugin) is None:
+            raise SettingsError(
+                f"Invalid worker configuration:\n  {where}={plugin!r}: could not be imported (the log above "
+                "says why); give an importable module or the path of a .py file"
+            )
 
 
 def _check_registered(env_var: str, name: str, registered: list[str]) -> None:
