@@ -58,7 +58,6 @@ def ensure_model(
 ) -> str:
     """The local folder vLLM should load for settings.model_name (downloading it if needed)."""
     baked_dir = BAKED_MODEL_DIR if baked_dir is None else baked_dir
-    volume_root = VOLUME_ROOT if volume_root is None else volume_root
     name = settings.model_name
     if _looks_local(name):
         _check_model_folder(name)
@@ -77,11 +76,12 @@ def find_local_model(
     settings: WorkerSettings,
     *,
     baked_dir: Path | None = None,
-    volume_root: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> str | None:
     """Where ensure_model would find the model without the network (local folder, baked copy, cache), else None.
 
     A local MODEL_NAME is returned unchecked: reading config.json from it reports what is wrong.
+    cache_dir: the model_cache_dir the caller already chose (default: choose it here).
     """
     name = settings.model_name
     if _looks_local(name):
@@ -90,8 +90,7 @@ def find_local_model(
     baked = find_baked_model(name, revision, BAKED_MODEL_DIR if baked_dir is None else baked_dir)
     if baked is not None:
         return baked
-    cache_dir = model_cache_dir(settings, VOLUME_ROOT if volume_root is None else volume_root)
-    return find_cached_model(name, revision, cache_dir)
+    return find_cached_model(name, revision, model_cache_dir(settings) if cache_dir is None else cache_dir)
 
 
 def find_cached_model(name: str, revision: str | None, cache_dir: Path) -> str | None:
@@ -111,9 +110,11 @@ def find_cached_model(name: str, revision: str | None, cache_dir: Path) -> str |
         return None
 
 
-def model_cache_dir(settings: WorkerSettings, volume_root: Path = VOLUME_ROOT) -> Path:
+def model_cache_dir(settings: WorkerSettings, volume_root: Path | None = None) -> Path:
     """Where hub models are cached: MODEL_CACHE_DIR, else the network volume, else the HF default."""
     from huggingface_hub import constants
+
+    volume_root = VOLUME_ROOT if volume_root is None else volume_root
 
     if settings.model_cache_dir:
         path = Path(settings.model_cache_dir).expanduser()

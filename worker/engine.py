@@ -53,7 +53,8 @@ def build_engine_args(
     """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    fields = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}
+    known = set(fields)
     unknown = sorted(set(settings.engine_args) - known)
     if unknown:
         hints = []
@@ -82,22 +83,19 @@ def build_engine_args(
         # Per-request log lines would carry prompts into the logs.
         "enable_log_requests": False,
     }
-    args.update({name: _as_config(name, value) for name, value in settings.engine_args.items()})
+    args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
     try:
         return AsyncEngineArgs(**args)
     except (TypeError, ValueError) as error:
         raise SettingsError(f"Invalid worker configuration:\n  ENGINE_ARGS: {error}") from None
 
 
-def _as_config(name: str, value: Any) -> Any:
+def _as_config(field: dataclasses.Field, value: Any) -> Any:
     """A JSON object given for one of vLLM's config-object arguments (e.g. structured_outputs_config)
     becomes that config class, as `vllm serve --structured-outputs-config '{...}'` makes it; vLLM itself
     converts only some of them from dicts."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
     if not isinstance(value, dict):
         return value
-    field = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}[name]
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     if default is None or isinstance(default, dict) or not dataclasses.is_dataclass(default):
         return value
@@ -106,7 +104,7 @@ def _as_config(name: str, value: Any) -> Any:
     except (TypeError, ValueError) as error:
         problem = " ".join(line.strip() for line in str(error).splitlines() if "errors.pydantic.dev" not in line)
         raise SettingsError(
-            f"Invalid worker configuration:\n  ENGINE_ARGS: {name}: {problem} "
+            f"Invalid worker configuration:\n  ENGINE_ARGS: {field.name}: {problem} "
             f"(allowed: the fields of vLLM's {type(default).__name__})"
         ) from None
 

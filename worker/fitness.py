@@ -62,7 +62,8 @@ def model_config_or_none(settings: "WorkerSettings") -> dict[str, Any] | None:
 
     A wrong model, token or revision still raises: the engine start would fail on it too.
     """
-    local = find_local_model(settings)
+    cache_dir = model_cache_dir(settings)  # where the worker finds or downloads the model (chosen once: it logs)
+    local = find_local_model(settings, cache_dir=cache_dir)
     if local is not None:
         return read_model_config(local)
     try:
@@ -70,7 +71,7 @@ def model_config_or_none(settings: "WorkerSettings") -> dict[str, Any] | None:
             settings.model_name,
             revision=settings.model_revision or None,
             token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-            cache_dir=str(model_cache_dir(settings)),  # where the worker will download the model
+            cache_dir=str(cache_dir),
         )
     except ModelConfigUnavailable as error:
         log.warning(
