@@ -49,14 +49,15 @@ COPY requirements.txt constraints.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r requirements.txt -c constraints.txt "vllm==${VLLM_VERSION}"
 
-# Optional baked model: the same download code the worker runs at start (worker/download.py), into
+# Optional baked model: the same download code the worker runs at start (worker/model_files/), into
 # /opt/worker/baked-model. HF_TOKEN comes only as a BuildKit secret file, never an ARG or ENV.
 COPY config/ config/
-COPY worker/__init__.py worker/logs.py worker/download.py worker/
+COPY worker/__init__.py worker/logs.py worker/
+COPY worker/model_files/ worker/model_files/
 ARG MODEL_NAME=""
 ARG MODEL_REVISION=""
 RUN --mount=type=secret,id=hf_token,required=false \
-    if [ -n "$MODEL_NAME" ]; then python -m worker.download --bake; fi
+    if [ -n "$MODEL_NAME" ]; then python -m worker.model_files.download --bake; fi
 # The baked model is also the default MODEL_NAME (an endpoint env var still overrides it); its
 # revision is in the manifest, so MODEL_REVISION stays unset.
 ENV MODEL_NAME=${MODEL_NAME}

@@ -18,9 +18,9 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 import runpod  # noqa: E402
 
 from config.settings import SettingsError, load_settings  # noqa: E402
-from worker.engine import EngineHandle, EngineStartError  # noqa: E402
-from worker.handler import JobHandler, collect_stream  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
+from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
+from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -42,7 +42,10 @@ def run_fitness_checks_now() -> None:
     GPUs' memory, not after as `start` would; they exit the worker on failure, as in the SDK."""
     import asyncio
 
-    from runpod.serverless.modules.rp_fitness import clear_fitness_checks, run_fitness_checks
+    from runpod.serverless.modules.rp_fitness import (
+        clear_fitness_checks,
+        run_fitness_checks,
+    )
 
     asyncio.run(run_fitness_checks())
     clear_fitness_checks()  # passed; `start` finds none left to run again
@@ -58,7 +61,7 @@ def main() -> None:
     configure_logging(settings.worker_log_level)
     log.info("settings: %s", settings.masked())
     try:
-        from worker.openai import server_args
+        from worker.serving.openai import server_args
 
         server_args(settings, settings.model_name)  # vLLM's OpenAI server options, checked before any job
     except SettingsError as error:

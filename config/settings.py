@@ -187,6 +187,13 @@ class WorkerSettings(BaseSettings):
         return self
 
     @property
+    def hub_token(self) -> str | None:
+        """HF_TOKEN as the hub needs it (whitespace from a pasted token stripped), or None."""
+        if self.hf_token is None:
+            return None
+        return self.hf_token.get_secret_value().strip() or None
+
+    @property
     def served_name(self) -> str:
         return self.served_model_name or self.model_name
 

@@ -1,4 +1,5 @@
-"""Shared test fixtures: the tiny model, one session event loop, and ONE engine for the whole session.
+"""Session fixtures: the tiny model, one session event loop, and ONE engine for the whole session.
+Helpers that tests import live in tests/helpers/ (conftest holds fixtures only).
 
 The environment is set before vLLM is imported: offline hub, a small CPU KV cache, no graph compile.
 """
@@ -6,9 +7,7 @@ The environment is set before vLLM is imported: offline hub, a small CPU KV cach
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,10 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 os.environ.setdefault("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-MODEL_CONFIGS = SHARED / "model-configs"
-TINY_MODEL_DIR = ROOT / ".models" / "tiny-llama"
-
 sys.path.insert(0, str(ROOT))
 
 from config.settings import load_settings  # noqa: E402
+from tests.helpers import TINY_MODEL_DIR, FatalRecorder  # noqa: E402
 from worker.tiny_model import make_tiny_model  # noqa: E402
 
 
@@ -44,16 +40,6 @@ def loop():
     loop.close()
 
 
-class FatalRecorder:
-    """Stands in for process exit inside the test process (tests/test_engine_death.py checks the real exit)."""
-
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def __call__(self, reason: str) -> None:
-        self.reasons.append(reason)
-
-
 @pytest.fixture(scope="session")
 def worker_settings(tiny_model):
     return load_settings(model_name=str(tiny_model), enforce_eager=True, max_concurrency=32)
@@ -61,7 +47,7 @@ def worker_settings(tiny_model):
 
 @pytest.fixture(scope="session")
 def engine_handle(loop, worker_settings):
-    from worker.engine import EngineHandle
+    from worker.serving.engine import EngineHandle
 
     handle = EngineHandle(worker_settings, on_fatal=FatalRecorder())
     yield handle
@@ -71,7 +57,7 @@ def engine_handle(loop, worker_settings):
 
 @pytest.fixture(scope="session")
 def job_handler(worker_settings, engine_handle):
-    from worker.handler import JobHandler
+    from worker.serving.handler import JobHandler
 
     return JobHandler(worker_settings, engine_handle).handle
 
@@ -87,36 +73,6 @@ def run_job(loop, job_handler):
         return loop.run_until_complete(collect())
 
     return run
-
-
-def job_error(chunks: list[Any]) -> dict[str, Any]:
-    """The structured error of a failed job (its last chunk)."""
-    assert chunks and "error" in chunks[-1], f"expected an error, got {chunks!r}"
-    return json.loads(chunks[-1]["error"])
-
-
-def worker_env(tiny_model: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_WEBHOOK")}
-    env.update(
-        MODEL_NAME=str(tiny_model),
-        ENFORCE_EAGER="true",
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def run_local_mode(tiny_model: Path, job_input: dict, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    """`python handler.py --test_input ...`: the SDK's local test mode, in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "handler.py", "--test_input", json.dumps({"input": job_input})],
-        cwd=ROOT,
-        env=worker_env(tiny_model, **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 _exit_status = 0

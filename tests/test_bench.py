@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, worker_env
+from tests.helpers import ROOT, worker_env
 
 
 @pytest.mark.slow

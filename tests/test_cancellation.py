@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import job_error
+from tests.helpers import job_error
 
 LONG_JOB = {"prompt": "Write a long story", "sampling_params": {"max_tokens": 1800, "ignore_eos": True}, "stream": True}
 
@@ -57,7 +57,7 @@ def test_a_stream_nobody_reads_any_more_is_aborted_when_closed(loop, job_handler
 
 
 def test_job_timeout_aborts_the_request_and_fails_the_job(loop, worker_settings, engine_handle):
-    from worker.handler import JobHandler
+    from worker.serving.handler import JobHandler
 
     handler = JobHandler(worker_settings.model_copy(update={"job_timeout_s": 0.5}), engine_handle).handle
 

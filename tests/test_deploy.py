@@ -75,7 +75,7 @@ def test_dockerfile_runs_the_handler_and_keeps_the_token_out_of_layers():
     assert re.search(r'^CMD \["python", "-u", "handler.py"\]$', DOCKERFILE, re.MULTILINE)
     assert not re.search(r"^\s*(ARG|ENV)\b.*HF_TOKEN", DOCKERFILE, re.MULTILINE), "HF_TOKEN must be a BuildKit secret"
     assert "--mount=type=secret,id=hf_token" in DOCKERFILE
-    assert "python -m worker.download --bake" in DOCKERFILE
+    assert "python -m worker.model_files.download --bake" in DOCKERFILE
 
 
 def test_dockerfile_copies_only_files_that_exist_and_reach_the_build_context():

@@ -17,13 +17,20 @@ from huggingface_hub.utils import _http as http_utils
 from runpod.serverless.modules import rp_fitness
 
 from config.settings import load_settings
-from tests.fake_nvml import FakeNvml, install
-from tests.test_download import COMMIT, FakeHub, fake_cache
-from worker import download, fitness, gpus
-from worker.fitness import PodUnfitError, check_parallel_plan, gpu_build_installed, register_fitness_checks
+from tests.helpers import MODEL_CONFIGS
+from tests.helpers.fake_hub import COMMIT, FakeHub, fake_cache
+from tests.helpers.fake_nvml import FakeNvml, install
+from worker.fitness import (
+    PodUnfitError,
+    check_parallel_plan,
+    gpu_build_installed,
+    register_fitness_checks,
+)
+from worker import fitness
+from worker.model_files import download
+from worker.parallel import gpus
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
 LLAMA_8B = MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"
 GATED = "acme/tiny-model"  # the repo tests.test_download's FakeHub serves
 

@@ -79,7 +79,7 @@ counts = {"cases": 0, "ok": 0, "errors": 0}
 
 @pytest.fixture(scope="module")
 def fuzz_handler(worker_settings, engine_handle):
-    from worker.handler import JobHandler
+    from worker.serving.handler import JobHandler
 
     return JobHandler(worker_settings.model_copy(update={"default_max_tokens": FUZZ_MAX_TOKENS}), engine_handle).handle
 

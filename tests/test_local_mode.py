@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, job_error, run_local_mode, worker_env
+from tests.helpers import ROOT, job_error, run_local_mode, worker_env
 
 GREEDY_JOB = {"prompt": "The capital of France is", "sampling_params": {"temperature": 0, "max_tokens": 32}}
 
@@ -101,7 +101,7 @@ def test_sdk_local_api_server_runs_jobs_over_http(tiny_model, tmp_path):
     """`python handler.py --rp_serve_api`: the SDK's own FastAPI server, called over real HTTP."""
     import httpx
 
-    from fake_runpod import WorkerProcess, free_port
+    from tests.helpers.fake_runpod import WorkerProcess, free_port
 
     port = free_port()
     env = {k: v for k, v in worker_env(tiny_model).items() if not k.startswith("RUNPOD_WEBHOOK")}

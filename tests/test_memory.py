@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from worker.memory import (
+from tests.helpers import MODEL_CONFIGS
+from worker.parallel.memory import (
     GB,
     RUNTIME_RESERVE_BYTES,
     Precision,
@@ -17,9 +17,7 @@ from worker.memory import (
     resolve_precision,
     weight_bytes,
 )
-from worker.model_shape import ModelShape
-
-MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
+from worker.parallel.shape import ModelShape
 
 
 def config(name: str) -> dict:

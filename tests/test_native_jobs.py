@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import job_error
+from tests.helpers import job_error
 
 GREEDY = {"temperature": 0, "max_tokens": 40}
 
@@ -187,10 +187,9 @@ def test_the_sdk_sees_the_handler_as_a_streaming_generator(job_handler):
 
 
 def test_jobs_waiting_on_a_failed_start_all_get_the_reason_and_the_worker_exits_once(loop, worker_settings, tmp_path):
-    from conftest import FatalRecorder
-
-    from worker.engine import EngineHandle
-    from worker.handler import JobHandler
+    from tests.helpers import FatalRecorder
+    from worker.serving.engine import EngineHandle
+    from worker.serving.handler import JobHandler
 
     fatal = FatalRecorder()
     settings = worker_settings.model_copy(update={"model_name": str(tmp_path / "no-such-model")})
@@ -225,7 +224,7 @@ class NamedTemplatesTokenizer:
 
 
 def test_chat_jobs_work_with_named_or_missing_chat_templates():
-    from worker.jobs import build_engine_request, parse_job_input
+    from worker.serving.jobs import build_engine_request, parse_job_input
 
     job = parse_job_input({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"flavour": "x"}})
     named = NamedTemplatesTokenizer({"default": "{{ messages[0].content }}{{ flavour }}", "tool_use": "{{ tools }}"})

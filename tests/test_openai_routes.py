@@ -14,7 +14,8 @@ import json
 import httpx
 import openai
 import pytest
-from openai_gateway import OpenAIGateway
+
+from tests.helpers.openai_gateway import OpenAIGateway
 
 MESSAGES = [{"role": "user", "content": "Tell me about tensor parallelism."}]
 GREEDY = {"temperature": 0, "max_tokens": 24}
@@ -83,7 +84,7 @@ def test_models_lists_the_served_model_name(call, client, model):
 
 
 def test_served_model_name_setting_is_the_name_the_routes_answer_to(loop, engine_handle, worker_settings):
-    from worker.openai import OpenAIRoutes
+    from worker.serving.openai import OpenAIRoutes
 
     settings = worker_settings.model_copy(update={"served_model_name": "my-org/my-model"})
 
@@ -247,7 +248,7 @@ def test_tool_choice_that_needs_a_tool_parser_is_a_clean_openai_error(call, clie
 def tool_client(loop, worker_settings, engine_handle):
     """A client of a worker configured for tool calls (TOOL_CALL_PARSER=hermes, ENABLE_AUTO_TOOL_CHOICE),
     on the session's engine: the parser is an OpenAI-server option, not an engine one."""
-    from worker.handler import JobHandler
+    from worker.serving.handler import JobHandler
 
     settings = worker_settings.model_copy(update={"tool_call_parser": "hermes", "enable_auto_tool_choice": True})
     gateway = OpenAIGateway(JobHandler(settings, engine_handle).handle)
@@ -367,7 +368,7 @@ def test_a_long_stream_is_relayed_in_few_chunks_and_events_stay_whole(loop, job_
 
 
 def test_job_timeout_aborts_an_openai_stream(loop, worker_settings, engine_handle, model):
-    from worker.handler import JobHandler
+    from worker.serving.handler import JobHandler
 
     handler = JobHandler(worker_settings.model_copy(update={"job_timeout_s": 0.3}), engine_handle).handle
     body = {"model": model, "prompt": "Once", "max_tokens": 1900, "ignore_eos": True, "stream": True}

@@ -8,31 +8,26 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
-from tests.fake_nvml import FakeNvml, install
-from worker import gpus as gpus_module
-from worker.gpus import GpuInventory, select_visible, visible_gpus
-from worker.memory import GB
-from worker.parallel import (
-    ModelConfigError,
-    ParallelismError,
-    plan_parallelism,
-    read_model_config,
-    tp_problem,
-    valid_tp_sizes,
+from tests.helpers import (
+    MODEL_CONFIGS,
+    QUANTIZED_CONFIGS,
+    QUANTIZED_VALID_SIZES,
+    TOPOLOGY,
+    VALID_SIZES,
+    reference_config,
 )
-from worker.model_shape import ModelShape
-from worker.topology import parse_topo_matrix
+from tests.helpers.fake_hub import write_hub_cache
+from tests.helpers.fake_nvml import FakeNvml, install
+from worker.model_files.config_json import ModelConfigError, read_model_config
+from worker.parallel import gpus as gpus_module
+from worker.parallel.gpus import GpuInventory, select_visible, visible_gpus
+from worker.parallel.layout import ParallelismError, plan_parallelism
+from worker.parallel.memory import GB
+from worker.parallel.rules import tp_problem, valid_tp_sizes
+from worker.parallel.shape import ModelShape
+from worker.parallel.topology import parse_topo_matrix
 
-MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TOPOLOGY = FIXTURES / "topology"
-# Quantized checkpoints' config.json (written for these tests; the shared folder holds unquantized ones).
-QUANTIZED_CONFIGS = FIXTURES / "model-configs"
-
-
-def config(name: str) -> dict:
-    folder = QUANTIZED_CONFIGS if (QUANTIZED_CONFIGS / f"{name}.json").exists() else MODEL_CONFIGS
-    return json.loads((folder / f"{name}.json").read_text())
+config = reference_config
 
 
 def pod(count: int, memory_gb: float = 80, topo: str | None = None) -> GpuInventory:
@@ -45,46 +40,6 @@ CPU = GpuInventory(0)
 
 def settings(model: str = "org/model", **overrides):
     return load_settings(model_name=model, **overrides)
-
-
-# Worked out by hand: candidates are the divisors of the attention heads; keep those where the KV heads
-# split (kv % tp == 0) or replicate (tp % kv == 0) evenly and the MLP width divides.
-VALID_SIZES = {
-    # 32 heads, 8 KV, MLP 14336 = 2^11 x 7
-    "meta-llama--Meta-Llama-3-8B": [1, 2, 4, 8, 16, 32],
-    # 64 heads, 8 KV, MLP 28672 = 2^12 x 7
-    "meta-llama--Meta-Llama-3-70B": [1, 2, 4, 8, 16, 32, 64],
-    # 128 heads, 8 KV, MLP 53248 = 2^12 x 13
-    "meta-llama--Llama-3.1-405B": [1, 2, 4, 8, 16, 32, 64, 128],
-    # 32 heads, 8 KV, MLP 14336
-    "mistralai--Mistral-7B-v0.3": [1, 2, 4, 8, 16, 32],
-    # 32 heads, 8 KV, expert MLP 14336: each of the 8 experts splits like a dense MLP
-    "mistralai--Mixtral-8x7B-v0.1": [1, 2, 4, 8, 16, 32],
-    # 28 heads (1,2,4,7,14,28), 4 KV: 7 and 14 neither split nor replicate 4; MLP 18944 = 2^8 x 74 rules out 28
-    "Qwen--Qwen2.5-7B-Instruct": [1, 2, 4],
-    # 64 heads, 8 KV, MLP 29568 = 2^7 x 3 x 7 x 11
-    "Qwen--Qwen2.5-72B-Instruct": [1, 2, 4, 8, 16, 32, 64],
-    # 14 heads (1,2,7,14), 2 KV: 7 fails; MLP 4864 = 2^8 x 19 rules out 14
-    "Qwen--Qwen2.5-0.5B-Instruct": [1, 2],
-    # 9 heads (1,3,9), 3 KV: 9 replicates 3 evenly, but MLP 1536 = 2^9 x 3 rules it out
-    "HuggingFaceTB--SmolLM2-135M-Instruct": [1, 3],
-}
-
-
-# Worked out by hand, as above, then no GPU's share may cut through a quantization scale (vLLM 0.32): the inputs
-# of the row-parallel layers (attention output = heads x head_dim, the dense MLP) split by TP must hold whole
-# FP8 blocks / AWQ groups; each GPU's share of an expert's MLP must too, unless vLLM can fall back to finer
-# scales: gcd(block or group, expert MLP per GPU, hidden size) >= 32.
-QUANTIZED_VALID_SIZES = {
-    # 64 heads, 4 KV heads (split at 1, 2, 4; replicated from 8), experts 1536 = 2^9 x 3: 1..64 before blocks.
-    # Attention output 64 x 128 = 8192: 8192 / 64 = 128 is whole blocks. Expert MLP per GPU vs blocks of 128:
-    # 1536, 768, 384 whole; 192 (TP 8): gcd(128, 192, 4096) = 64 -> refined to 64x64 blocks;
-    # 96 (TP 16): gcd = 32 -> 32x32; 48 (TP 32): gcd = 16, 24 (TP 64): gcd = 8 -> under 32, rejected.
-    "Qwen--Qwen3-235B-A22B-FP8": [1, 2, 4, 8, 16],
-    # 64 heads, 8 KV heads, MLP 29568 = 128 x 231 (231 = 3 x 7 x 11, odd): 1..64 before groups.
-    # down_proj input per GPU 29568 / 2 = 14784 = 115.5 groups of 128: every TP > 1 cuts a group.
-    "Qwen2.5-72B-AWQ-unpadded-mlp": [1],
-}
 
 
 def test_every_reference_config_is_covered():
@@ -406,18 +361,6 @@ def test_read_model_config_errors(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelConfigError, match="cannot read"):
         read_model_config(str(tmp_path))
-    assert issubclass(ModelConfigError, ParallelismError)
-
-
-def write_hub_cache(cache: Path, repo: str, config_data: dict) -> None:
-    """The layout huggingface_hub keeps for a downloaded file (refs/main -> snapshots/<commit>/config.json)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo_dir = cache / f"models--{repo.replace('/', '--')}"
-    (repo_dir / "refs").mkdir(parents=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps(config_data))
 
 
 def test_read_model_config_from_the_hub_cache(tmp_path):
@@ -428,7 +371,7 @@ def test_read_model_config_from_the_hub_cache(tmp_path):
 
 
 def test_read_model_config_hub_unreachable(tmp_path):
-    with pytest.raises(ModelConfigError, match=r"MODEL_NAME='org/not-cached'.*not in the local cache"):
+    with pytest.raises(ModelConfigError, match=r"Model org/not-cached .*is not in the cache"):
         read_model_config("org/not-cached", cache_dir=str(tmp_path))
 
 
@@ -494,7 +437,7 @@ def test_gpu_discovery_imports_no_torch_or_vllm():
     import subprocess
     import sys
 
-    code = ("import sys; import worker.parallel, worker.gpus; worker.gpus.visible_gpus(); "
+    code = ("import sys; import worker.parallel.layout, worker.parallel.gpus; worker.parallel.gpus.visible_gpus(); "
             "print(sorted(m for m in ('torch', 'vllm', 'huggingface_hub') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             capture_output=True, text=True, check=True)

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_parallel import QUANTIZED_CONFIGS, QUANTIZED_VALID_SIZES, VALID_SIZES, write_hub_cache
+from tests.helpers import (
+    MODEL_CONFIGS,
+    QUANTIZED_CONFIGS,
+    QUANTIZED_VALID_SIZES,
+    TOPOLOGY,
+    VALID_SIZES,
+)
+from tests.helpers.fake_hub import write_hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "model-configs"
-TOPOLOGY = Path(__file__).resolve().parent / "fixtures" / "topology"
 
 
 def plan(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -156,7 +161,7 @@ def test_hub_id_reads_only_config_json(tmp_path):
 
 def test_unreadable_model_and_missing_pod(tmp_path):
     missing = plan("org/not-cached", "--gpus", "1", "--gpu-memory", "80", HF_HUB_CACHE=str(tmp_path))
-    assert missing.returncode == 2 and "not in the local cache" in missing.stderr
+    assert missing.returncode == 2 and "is not in the cache" in missing.stderr
     no_gpus = plan(str(MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"))
     assert no_gpus.returncode != 0 and "pass --gpus N and --gpu-memory GB" in no_gpus.stderr
     bad_size = plan(str(MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"), "--tensor-parallel-size", "two")

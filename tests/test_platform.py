@@ -14,8 +14,8 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, worker_env
-from fake_runpod import FakeRunPod, WorkerProcess
+from tests.helpers import ROOT, worker_env
+from tests.helpers.fake_runpod import FakeRunPod, WorkerProcess
 
 SECRET_TOKEN = "hf_TESTSECRETdoNotLeak0123456789"
 SECRET_API_KEY = "rpa_TESTAPIKEYdoNotLeak9876543210"

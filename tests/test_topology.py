@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_nvml import FakeNvml
-from worker.topology import (
+from tests.helpers.fake_nvml import FakeNvml
+from worker.parallel.topology import (
     describe_link,
     describe_links,
     nvml_links,

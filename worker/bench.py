@@ -92,9 +92,8 @@ async def through_worker(handler, i: int, max_tokens: int) -> JobTiming:
 
 
 async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTiming:
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-    from worker.jobs import engine_prompt
+    from worker.serving.jobs import engine_prompt
+    from worker.vllm_api import RequestOutputKind, SamplingParams
 
     started = time.perf_counter()
     request = job_input(i, max_tokens)
@@ -127,8 +126,8 @@ async def run_load(make_job, concurrency: int, jobs: int) -> tuple[list[JobTimin
 
 
 async def bench_tp(tp: int, concurrencies: list[int], max_tokens: int, jobs_per_level: int, rounds: int) -> tuple[float, list[LoadResult]]:
-    from worker.engine import EngineHandle
-    from worker.handler import JobHandler
+    from worker.serving.engine import EngineHandle
+    from worker.serving.handler import JobHandler
 
     settings = load_settings(tensor_parallel_size=tp, max_concurrency=max(concurrencies))
     handle = EngineHandle(settings)
@@ -187,7 +186,7 @@ def render_table(load_times: dict[int, float], results: list[LoadResult], max_to
 
 def bind_cpu_threads(tp: int) -> None:
     """On vLLM's CPU backend each TP rank needs its own cores (VLLM_CPU_OMP_THREADS_BIND)."""
-    from worker.parallel import visible_gpus
+    from worker.parallel.layout import visible_gpus
 
     if visible_gpus().count == 0 and tp > 1:
         cores = os.cpu_count() or tp

@@ -2,7 +2,7 @@
 
 The SDK runs registered checks once at start (on the platform, not in local test mode) and exits the worker
 with the check's message in the log if one raises. This one reads config.json and NVML only: no engine build.
-config.json is read from where the worker will load the model (see worker.download.find_local_model), else
+config.json is read from where the worker will load the model (see worker.model_files.download.find_local_model), else
 fetched alone from the hub; when the hub cannot be reached the pod is not refused for it: only the GPU count
 is checked, and the engine start plans again once the model is downloaded.
 """
@@ -13,10 +13,10 @@ import importlib.metadata
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from worker.download import find_local_model, model_cache_dir
-from worker.gpus import GpuInventory, visible_gpus
-from worker.model_shape import ModelConfigUnavailable
-from worker.parallel import ParallelismError, ParallelPlan, plan_parallelism, read_model_config
+from worker.model_files.config_json import ModelConfigUnavailable, read_model_config
+from worker.model_files.download import find_local_model, model_cache_dir
+from worker.parallel.gpus import GpuInventory, visible_gpus
+from worker.parallel.layout import ParallelismError, ParallelPlan, plan_parallelism
 
 if TYPE_CHECKING:
     from config.settings import WorkerSettings
@@ -70,7 +70,7 @@ def model_config_or_none(settings: "WorkerSettings") -> dict[str, Any] | None:
         return read_model_config(
             settings.model_name,
             revision=settings.model_revision or None,
-            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+            token=settings.hub_token,
             cache_dir=str(cache_dir),
         )
     except ModelConfigUnavailable as error:

@@ -14,9 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from worker import topology
-from worker.gpus import GpuInventory, visible_gpus
-from worker.memory import (
+from worker.model_files.config_json import ModelConfigError, read_model_config
+from worker.parallel import topology
+from worker.parallel.gpus import GpuInventory, visible_gpus
+from worker.parallel.layout import ParallelismError, choose_parallelism
+from worker.parallel.memory import (
     EIGHT_BIT_DTYPES,
     GB,
     RUNTIME_RESERVE_BYTES,
@@ -29,8 +31,8 @@ from worker.memory import (
     resolve_precision,
     weight_bytes,
 )
-from worker.model_shape import ModelShape, ParallelismError
-from worker.parallel import choose_parallelism, read_model_config, valid_tp_sizes
+from worker.parallel.rules import valid_tp_sizes
+from worker.parallel.shape import ModelShape
 
 
 def _tp_size(value: str) -> int | str:
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = read_model_config(args.model, revision=args.revision)
-    except ParallelismError as error:
+    except ModelConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     text, fits = render(args, config, pod_gpus(args))

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker import topology
-from worker.memory import format_bytes
+from worker.parallel import topology
+from worker.parallel.memory import format_bytes
 
 
 @dataclass(frozen=True)

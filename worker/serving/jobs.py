@@ -14,12 +14,17 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from vllm import SamplingParams
-from vllm.exceptions import VLLMValidationError
-from vllm.sampling_params import RequestOutputKind
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
-from worker.errors import JobError, from_validation_error, invalid_input
+from worker.serving.errors import JobError, from_validation_error, invalid_input
+from worker.vllm_api import RequestOutputKind, SamplingParams, VLLMValidationError
 
 # SamplingParams fields a job may set; the rest are vLLM internals.
 USER_SAMPLING_FIELDS = (
@@ -198,7 +203,7 @@ def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
 def _chat_template_kwargs(job: NativeJobInput, tokenizer: Any) -> dict[str, Any]:
     """The kwargs the model's template reads, as vLLM's server keeps them: a job may not swap the template
     (`chat_template`) or the rendering (`tokenize`), and variables the template never reads are dropped."""
-    from vllm.renderers.hf import resolve_chat_template_kwargs
+    from worker.vllm_api import resolve_chat_template_kwargs
 
     kwargs = dict(job.chat_template_kwargs)
     kwargs.pop("add_generation_prompt", None)  # the worker always asks for the assistant's turn

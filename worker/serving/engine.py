@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any
 from config.settings import SettingsError, WorkerSettings
 
 if TYPE_CHECKING:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
+    from worker.vllm_api import AsyncEngineArgs, AsyncLLM
 
-log = logging.getLogger("worker.engine")
+log = logging.getLogger("worker.serving.engine")
 
 # Time for the SDK to post the failed jobs' results before the process goes.
 FATAL_EXIT_GRACE_S = 3.0
@@ -51,7 +50,7 @@ def build_engine_args(
     settings: WorkerSettings, model_path: str, tensor_parallel_size: int, pipeline_parallel_size: int
 ) -> AsyncEngineArgs:
     """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
+    from worker.vllm_api import AsyncEngineArgs
 
     fields = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}
     known = set(fields)
@@ -154,16 +153,15 @@ class EngineHandle:
             raise self._start_failed(error) from None
 
     def _build_unguarded(self) -> AsyncLLM:
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        from worker.download import ensure_model
-        from worker.parallel import plan_parallelism, read_model_config, visible_gpus
+        from worker.model_files.config_json import read_model_config
+        from worker.model_files.download import ensure_model
+        from worker.parallel.layout import plan_parallelism, visible_gpus
+        from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
         settings = self.settings
         model_path = ensure_model(settings)
-        token = settings.hf_token.get_secret_value() if settings.hf_token else None
-        model_config = read_model_config(model_path, revision=None, token=token)
+        model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
         plan = plan_parallelism(settings, model_config, visible_gpus())
         log.info("parallelism: %s", plan.summary)
         for warning in plan.warnings:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from worker.model_shape import ModelShape
+from worker.parallel.shape import ModelShape
 
 GB = 10**9
 

@@ -2,7 +2,7 @@
 
 `ensure_model(settings)` returns a local folder, in this order:
   1. MODEL_NAME is a local folder (it must hold config.json): used as is.
-  2. The image has the model baked in (`python -m worker.download --bake` at build time wrote
+  2. The image has the model baked in (`python -m worker.model_files.download --bake` at build time wrote
      BAKED_MODEL_DIR/manifest.json for this MODEL_NAME and revision): that copy, no network.
   3. Otherwise huggingface_hub's snapshot_download into the cache: MODEL_CACHE_DIR if set, else
      /runpod-volume/huggingface-cache/hub when a network volume is mounted (workers share it), else
@@ -10,14 +10,13 @@
 Hub failures (gated, missing, bad revision, bad token, offline and not cached) become one
 ModelDownloadError that names the model and what to do; the token never appears in it.
 
-    python -m worker.download           # fetch MODEL_NAME into the cache, print the folder
-    python -m worker.download --bake    # image build: fetch into BAKED_MODEL_DIR (token from a secret file)
+    python -m worker.model_files.download           # fetch MODEL_NAME into the cache, print the folder
+    python -m worker.model_files.download --bake    # image build: fetch into BAKED_MODEL_DIR (token from a secret file)
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import fnmatch
 import json
 import logging
@@ -28,8 +27,9 @@ import time
 from pathlib import Path
 
 from config.settings import SettingsError, WorkerSettings, load_settings
+from worker.model_files.hub import describe_hub_error, looks_local, redact
 
-log = logging.getLogger("worker.download")
+log = logging.getLogger("worker.model_files.download")
 
 VOLUME_ROOT = Path("/runpod-volume")
 # The same layout RunPod's cached models use, so a model cached by the platform is found too.
@@ -59,12 +59,12 @@ def ensure_model(
     """The local folder vLLM should load for settings.model_name (downloading it if needed)."""
     baked_dir = BAKED_MODEL_DIR if baked_dir is None else baked_dir
     name = settings.model_name
-    if _looks_local(name):
+    if looks_local(name):
         _check_model_folder(name)
         log.info("model %s: local folder", name)
         return name
     revision = settings.model_revision or None
-    token = _token(settings)
+    token = settings.hub_token
     baked = find_baked_model(name, revision, baked_dir)
     if baked is not None:
         log.info("model %s: using the copy baked into the image at %s", name, baked)
@@ -84,7 +84,7 @@ def find_local_model(
     cache_dir: the model_cache_dir the caller already chose (default: choose it here).
     """
     name = settings.model_name
-    if _looks_local(name):
+    if looks_local(name):
         return name
     revision = settings.model_revision or None
     baked = find_baked_model(name, revision, BAKED_MODEL_DIR if baked_dir is None else baked_dir)
@@ -188,7 +188,7 @@ def download_model(name: str, *, revision: str | None, token: str | None, cache_
             )
     except Exception as error:  # every hub, network and disk failure ends here
         raise ModelDownloadError(
-            _redact(describe_download_error(error, name, revision, cache_dir, has_token=bool(token)), token)
+            redact(describe_hub_error(error, name, revision, cache_dir, has_token=bool(token)), token)
         ) from None
     log.info("model %s: ready at %s (%.1f s)", what, path, time.monotonic() - started)
     return path
@@ -234,108 +234,6 @@ def cached_ignore_patterns(name: str, revision: str | None, cache_dir: Path) -> 
     return weight_ignore_patterns([entry.path for entry in files])
 
 
-def describe_download_error(
-    error: BaseException, name: str, revision: str | None, cache_dir: Path, *, has_token: bool
-) -> str:
-    """A message for the user: which model, what went wrong, what to do. Built from our own words only."""
-    from huggingface_hub.errors import (
-        DisabledRepoError,
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        IncompleteSnapshotError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    url = f"https://huggingface.co/{name}"
-    causes = _causes(error)
-
-    def find(kind: type) -> BaseException | None:
-        return next((e for e in causes if isinstance(e, kind)), None)
-
-    if find(GatedRepoError):
-        if has_token:
-            return (
-                f"Model {name} is gated and the HF_TOKEN given has no access to it: accept its license at {url} "
-                "while logged in as the token's owner (approval can take a while), or use a token of an account "
-                "that has access."
-            )
-        return (
-            f"Model {name} is gated: accept its license at {url}, then set HF_TOKEN to a token of that account "
-            "(https://huggingface.co/settings/tokens, read access)."
-        )
-    if find(RevisionNotFoundError):
-        return (
-            f"Model {name} has no revision {revision!r}: set MODEL_REVISION to an existing branch, tag or commit "
-            f"(see {url}/tree/main), or leave it unset for the main branch."
-        )
-    if find(DisabledRepoError):
-        return f"Model {name} has been disabled on the Hugging Face Hub: choose another MODEL_NAME."
-    if find(RepositoryNotFoundError):
-        access = (
-            "the HF_TOKEN given has no access to it"
-            if has_token
-            else "it is private or gated and HF_TOKEN is not set"
-        )
-        return (
-            f"Model {name} was not found on the Hugging Face Hub, or {access}. Check MODEL_NAME (org/name, as in "
-            f"{url}); for a private or gated model set HF_TOKEN to a token with read access."
-        )
-    http = find(HfHubHTTPError)
-    status = getattr(getattr(http, "response", None), "status_code", None)
-    if status == 401:
-        return (
-            f"The Hugging Face Hub rejected HF_TOKEN while fetching model {name} (invalid or expired): create a "
-            "new token at https://huggingface.co/settings/tokens and set HF_TOKEN to it."
-        )
-    if status == 403:
-        return (
-            f"HF_TOKEN may not read model {name} (403 Forbidden): use a token with read access; a fine-grained "
-            "token needs 'Read access to contents of all public gated repos you can access' or this repo."
-        )
-    if find(IncompleteSnapshotError):
-        return (
-            f"The cached copy of model {name} in {cache_dir} is incomplete and the Hugging Face Hub cannot be "
-            "reached to finish it: unset HF_HUB_OFFLINE or restore network access, or delete that copy."
-        )
-    if find(OfflineModeIsEnabled) or (find(LocalEntryNotFoundError) and _offline()):
-        return (
-            f"Model {name} (revision {revision or 'main'}) is not in the cache at {cache_dir}, and HF_HUB_OFFLINE=1 "
-            "forbids downloading it: unset HF_HUB_OFFLINE, bake the model into the image (build arg MODEL_NAME), "
-            "or point MODEL_CACHE_DIR at a cache that holds it."
-        )
-    if find(LocalEntryNotFoundError):
-        return (
-            f"Could not reach the Hugging Face Hub to download model {name}, and it is not in the cache at "
-            f"{cache_dir}: check the worker's network access (and HF_ENDPOINT, if set), then retry."
-        )
-    if http is not None:
-        return (
-            f"The Hugging Face Hub answered {status or 'an error'} while downloading model {name}: "
-            "it may be down or rate-limiting; retry later."
-        )
-    if find(HFValidationError):
-        return (
-            f"MODEL_NAME={name!r} is neither a local folder nor a valid Hugging Face repo id: use org/name as in "
-            "https://huggingface.co/org/name, or the path of a folder that holds config.json."
-        )
-    disk = next((e for e in causes if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
-    if disk is not None:
-        return (
-            f"Out of disk space while downloading model {name} into {cache_dir}: give the endpoint a larger "
-            "container disk or network volume, or choose a smaller model."
-        )
-    return f"Downloading model {name} into {cache_dir} failed: {type(error).__name__}: {error}"
-
-
-def _looks_local(name: str) -> bool:
-    path = Path(name).expanduser()
-    return path.exists() or name.startswith(("/", "./", "../", "~", "."))
-
-
 def _check_model_folder(name: str) -> None:
     path = Path(name).expanduser()
     if not path.is_dir():
@@ -349,12 +247,6 @@ def _check_model_folder(name: str) -> None:
             f"MODEL_NAME={name!r} is a folder without config.json, so it is not a Hugging Face model folder: "
             "point it at the folder that holds config.json, the tokenizer files and the weights."
         )
-
-
-def _token(settings: WorkerSettings) -> str | None:
-    if settings.hf_token is None:
-        return None
-    return settings.hf_token.get_secret_value().strip() or None
 
 
 def _make_writable_dir(path: Path, label: str) -> None:
@@ -371,25 +263,6 @@ def _repo_folder(repo_folder_name, name: str) -> str:
         return repo_folder_name(repo_id=name, repo_type="model")
     except Exception:  # an invalid id: snapshot_download reports it properly
         return "invalid-repo-id"
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return constants.is_offline_mode()
-
-
-def _redact(message: str, token: str | None) -> str:
-    return message.replace(token, "***") if token else message
 
 
 class _ProgressLog:
@@ -436,14 +309,14 @@ def _folder_bytes(folder: Path) -> int:
 
 def bake(settings: WorkerSettings, baked_dir: Path = BAKED_MODEL_DIR) -> str:
     """Image build: download settings.model_name into baked_dir/hub and record it in manifest.json."""
-    if _looks_local(settings.model_name):
+    if looks_local(settings.model_name):
         raise ModelDownloadError(
             f"MODEL_NAME={settings.model_name!r} is a local path; --bake takes a Hugging Face repo id "
             "(COPY a local model into the image yourself and set MODEL_NAME to its folder)."
         )
     revision = settings.model_revision or None
     path = download_model(
-        settings.model_name, revision=revision, token=_token(settings), cache_dir=baked_dir / "hub"
+        settings.model_name, revision=revision, token=settings.hub_token, cache_dir=baked_dir / "hub"
     )
     manifest = {"model_name": settings.model_name, "revision": revision, "commit": Path(path).name}
     (baked_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -452,7 +325,7 @@ def bake(settings: WorkerSettings, baked_dir: Path = BAKED_MODEL_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.download", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m worker.model_files.download", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bake", action="store_true", help=f"download into {BAKED_MODEL_DIR} (image build)")
     parser.add_argument("--baked-dir", type=Path, default=BAKED_MODEL_DIR, help=argparse.SUPPRESS)
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The job handler the runpod SDK calls: route a job, run it on the shared engine, yield its output.
 
 Native jobs yield stream chunks (stream: true) or one whole result; `openai_route` jobs go to
-vLLM's own OpenAI serving layer (worker/openai.py). Every failure a caller can cause or see ends as
+vLLM's own OpenAI serving layer (worker/serving/openai.py). Every failure a caller can cause or see ends as
 one structured error chunk ({"error": "<JSON>"}); the worker keeps serving the next job.
 """
 
@@ -16,15 +16,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from vllm.exceptions import VLLMValidationError
-
 from config.settings import WorkerSettings
-from worker.engine import EngineHandle, EngineStartError
-from worker.errors import JobError
-from worker.jobs import build_engine_request, engine_prompt, parse_job_input, sampling_error, sampling_params_model
-from worker.streaming import JobClock, final_result, stream_chunks
+from worker.serving.engine import EngineHandle, EngineStartError
+from worker.serving.errors import JobError
+from worker.serving.jobs import (
+    build_engine_request,
+    engine_prompt,
+    parse_job_input,
+    sampling_error,
+    sampling_params_model,
+)
+from worker.serving.streaming import JobClock, final_result, stream_chunks
+from worker.vllm_api import VLLMValidationError
 
-log = logging.getLogger("worker.handler")
+log = logging.getLogger("worker.serving.handler")
 
 LONG_PROMPT_CHARS = 16_384
 _pending_aborts: set[asyncio.Future] = set()
@@ -94,7 +99,7 @@ class JobHandler:
         except Exception as error:
             failure = self._failure(job_id, error)
             if openai_job:  # OpenAI clients get OpenAI's error body, whatever failed
-                from worker.openai import openai_error_output
+                from worker.serving.openai import openai_error_output
 
                 yield openai_error_output(failure)
             else:
@@ -147,7 +152,7 @@ class JobHandler:
                         yield final_result(output, clock)
 
     async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
-        from worker.openai import OpenAIRoutes
+        from worker.serving.openai import OpenAIRoutes
 
         engine = await self.engine.get()
         if self._openai is None:
@@ -158,7 +163,7 @@ class JobHandler:
             yield chunk
 
     def _unexpected(self, job_id: str, error: Exception) -> JobError:
-        from vllm.v1.engine.exceptions import EngineDeadError
+        from worker.vllm_api import EngineDeadError
 
         if isinstance(error, EngineDeadError) or (self.engine.engine is not None and self.engine.engine.errored):
             self.engine.report_dead()

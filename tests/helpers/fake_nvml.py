@@ -1,6 +1,6 @@
 """A stand-in for the `pynvml` module (nvidia-ml-py) that simulates a pod's GPUs on a machine without any.
 
-It answers only what worker/gpus.py asks: device count, names, memory, UUIDs and, from a recorded
+It answers only what worker/parallel/gpus.py asks: device count, names, memory, UUIDs and, from a recorded
 `nvidia-smi topo -m` text, the NVLink/PCIe relation of each pair. Constants and the error class are the real
 module's, so the code under test sees the values real NVML returns.
 """
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pynvml as real
 
-from worker.topology import is_nvlink, parse_topo_matrix
+from worker.parallel.topology import is_nvlink, parse_topo_matrix
 
 _LEVELS = {"PIX": real.NVML_TOPOLOGY_SINGLE, "PXB": real.NVML_TOPOLOGY_MULTIPLE,
            "PHB": real.NVML_TOPOLOGY_HOSTBRIDGE, "NODE": real.NVML_TOPOLOGY_NODE, "SYS": real.NVML_TOPOLOGY_SYSTEM}

@@ -20,7 +20,7 @@ Output, per job:
   `str(error)`; a dict would reach the relay as a Python repr no client parses. worker-vllm yields
   `ErrorResponse.model_dump()`, which went through as a normal output while vLLM's error body was flat
   and becomes such a repr now that it is nested under "error". The string also matches native jobs'
-  errors ({"error": "<JSON>"}, worker/errors.py).
+  errors ({"error": "<JSON>"}, worker/serving/errors.py).
 """
 
 from __future__ import annotations
@@ -38,26 +38,30 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
-from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-from vllm.entrypoints.launchers.cli_args import BaseFrontendArgs, make_arg_parser, validate_parsed_serve_args
-from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
-from vllm.entrypoints.serve.exception_handling.handlers.validation import clean_loc_for_param
-from vllm import __version__ as vllm_version
-from vllm.exceptions import VLLMValidationError
-from vllm.reasoning import ReasoningParserManager
-from vllm.tool_parsers import ToolParserManager
-from vllm.utils.import_utils import import_plugin
-from vllm.utils.argparse_utils import FlexibleArgumentParser
-from vllm.v1.engine.async_llm import AsyncLLM
 
 from config.settings import SettingsError, WorkerSettings
-from worker.errors import JobError
-from worker.streaming import coalesce_events, until
+from worker.serving.errors import JobError
+from worker.serving.streaming import coalesce_events, until
+from worker.vllm_api import (
+    AsyncLLM,
+    BaseFrontendArgs,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorResponse,
+    FlexibleArgumentParser,
+    ReasoningParserManager,
+    ToolParserManager,
+    VLLMValidationError,
+    clean_loc_for_param,
+    create_error_response,
+    import_plugin,
+    init_app_state,
+    make_arg_parser,
+    validate_parsed_serve_args,
+    vllm_version,
+)
 
-log = logging.getLogger("worker.openai")
+log = logging.getLogger("worker.serving.openai")
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 

@@ -1,14 +1,9 @@
 """A model's shape, from its config.json: what decides how it splits across GPUs and how much memory it needs.
-
-`read_model_config` fetches only config.json (a local folder, a config.json path or a hub id), so a plan
-can be made before any weights are downloaded.
-"""
+(worker.model_files.config_json reads that config.json.)"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 
@@ -16,93 +11,12 @@ class ParallelismError(ValueError):
     """The model cannot run as configured on this pod; the message says what to change."""
 
 
-class ModelConfigError(ParallelismError):
-    """The model's config.json cannot be read."""
-
-
-class ModelConfigUnavailable(ModelConfigError):
-    """config.json is only on the hub and the hub cannot be reached now (offline, network, hub down): a passing
-    condition, not a wrong model or token."""
-
-
-def read_model_config(
-    model: str,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: str | None = None,
-) -> dict[str, Any]:
-    """config.json of `model`: a local folder, a path to a config.json, or a Hugging Face hub id."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return _load_json(path / "config.json", model)
-    if path.is_file():
-        return _load_json(path, model)
-    if model.startswith(("/", "./", "../", "~")) or model.endswith(".json"):
-        raise ModelConfigError(f"MODEL_NAME={model!r}: no such folder or file on this machine.")
-    return _load_json(Path(_download_config(model, revision, token, cache_dir)), model)
-
-
-def _download_config(model: str, revision: str | None, token: str | None, cache_dir: str | None) -> str:
-    # Imported here: huggingface_hub is only needed for hub ids, and the planner must import cheaply.
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f"MODEL_NAME={model!r}" + (f" (MODEL_REVISION={revision!r})" if revision else "")
-    try:
-        return hf_hub_download(model, "config.json", revision=revision, token=token, cache_dir=cache_dir)
-    # Order matters: GatedRepoError is a RepositoryNotFoundError, LocalEntryNotFoundError an EntryNotFoundError.
-    except GatedRepoError:
-        raise ModelConfigError(
-            f"{where} is gated: accept its license on huggingface.co and set HF_TOKEN to a token with access."
-        ) from None
-    except RepositoryNotFoundError:
-        raise ModelConfigError(
-            f"{where} was not found on the Hugging Face hub (or is private: set HF_TOKEN). "
-            "Use an org/name repo id or a local folder with config.json."
-        ) from None
-    except RevisionNotFoundError:
-        raise ModelConfigError(f"{where}: that revision does not exist; use a branch, tag or commit.") from None
-    except LocalEntryNotFoundError:
-        raise ModelConfigUnavailable(
-            f"{where}: config.json could not be fetched from the hub and is not in the local cache "
-            "(offline, or the hub is unreachable)."
-        ) from None
-    except EntryNotFoundError:
-        raise ModelConfigError(f"{where} has no config.json: is it a transformers model repo?") from None
-    except HFValidationError as error:
-        raise ModelConfigError(f"{where} is not a valid hub id or an existing local path ({error}).") from None
-    except OSError as error:  # network errors and HfHubHTTPError
-        raise ModelConfigUnavailable(f"{where}: config.json could not be fetched from the hub ({error}).") from None
-
-
-def _load_json(path: Path, model: str) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelConfigError(
-            f"MODEL_NAME={model!r}: {path} does not exist (a model folder needs config.json)."
-        ) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelConfigError(f"MODEL_NAME={model!r}: cannot read {path} ({error}).") from None
-    if not isinstance(config, dict):
-        raise ModelConfigError(f"MODEL_NAME={model!r}: {path} is not a JSON object.")
-    return config
-
-
 @dataclass(frozen=True)
 class WeightQuantization:
     """How a quantized checkpoint scales its linear weights: what limits the ways tensor parallelism can cut them.
 
     A scale covers a block (FP8: `block` = [block_n outputs, block_k inputs]) or a group of `group_size` inputs
-    (AWQ/GPTQ). Where vLLM checks it (see worker.parallel), each GPU's share of a dimension that tensor
+    (AWQ/GPTQ). Where vLLM checks it (see worker.parallel.layout), each GPU's share of a dimension that tensor
     parallelism splits must hold whole blocks or groups.
     """
 
@@ -191,7 +105,7 @@ class ModelShape:
             heads = int(cfg["num_attention_heads"])
             layers = int(cfg["num_hidden_layers"])
         except (KeyError, TypeError, ValueError) as error:
-            raise ModelConfigError(
+            raise ParallelismError(
                 f"config.json lacks {error} (needs hidden_size, num_attention_heads, num_hidden_layers): "
                 "only decoder-only transformer configs can be planned."
             ) from None

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vllm.outputs import RequestOutput
+from worker.vllm_api import RequestOutput
 
 
 @dataclass

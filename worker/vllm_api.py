@@ -1,0 +1,61 @@
+"""Everything the worker takes from vLLM, in one place: a vLLM upgrade has one module to check.
+
+Worker code imports vLLM only through here (tests/test_layout.py keeps it so). Names vLLM exports at its
+top level are its public API; the rest are internals of vLLM 0.32 (`vllm serve`'s own building blocks)
+that the worker relies on to answer routes exactly as `vllm serve` does.
+"""
+
+from vllm import SamplingParams
+from vllm import __version__ as vllm_version
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+from vllm.entrypoints.launchers.cli_args import (
+    BaseFrontendArgs,
+    make_arg_parser,
+    validate_parsed_serve_args,
+)
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+from vllm.entrypoints.serve.exception_handling.error_response import (
+    create_error_response,
+)
+from vllm.entrypoints.serve.exception_handling.handlers.validation import (
+    clean_loc_for_param,
+)
+from vllm.exceptions import VLLMValidationError
+from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.reasoning import ReasoningParserManager
+from vllm.renderers.hf import resolve_chat_template_kwargs
+from vllm.sampling_params import RequestOutputKind
+from vllm.tool_parsers import ToolParserManager
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.utils.import_utils import import_plugin
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+__all__ = [
+    "AsyncEngineArgs",
+    "AsyncLLM",
+    "BaseFrontendArgs",
+    "ChatCompletionRequest",
+    "CompletionOutput",
+    "CompletionRequest",
+    "EngineDeadError",
+    "ErrorResponse",
+    "FlexibleArgumentParser",
+    "ReasoningParserManager",
+    "RequestOutput",
+    "RequestOutputKind",
+    "SamplingParams",
+    "ToolParserManager",
+    "VLLMValidationError",
+    "clean_loc_for_param",
+    "create_error_response",
+    "import_plugin",
+    "init_app_state",
+    "make_arg_parser",
+    "resolve_chat_template_kwargs",
+    "validate_parsed_serve_args",
+    "vllm_version",
+]
