@@ -56,6 +56,12 @@ def engine_handle(loop, worker_settings):
 
 
 @pytest.fixture(scope="session")
+def running_engine(loop, engine_handle):
+    """The session's vLLM engine, started (tests that look at the engine itself need it built first)."""
+    return loop.run_until_complete(engine_handle.get())
+
+
+@pytest.fixture(scope="session")
 def job_handler(worker_settings, engine_handle):
     from worker.serving.handler import JobHandler
 

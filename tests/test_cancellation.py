@@ -17,9 +17,8 @@ async def wait_until_idle(engine, timeout: float = 10.0) -> int:
     return engine.get_num_unfinished_requests()
 
 
-def test_cancelling_the_job_task_aborts_the_request(loop, job_handler, engine_handle, run_job):
-    run_job({"prompt": "warm", "sampling_params": {"max_tokens": 2}})
-    engine = engine_handle.engine
+def test_cancelling_the_job_task_aborts_the_request(loop, job_handler, running_engine):
+    engine = running_engine
 
     async def scenario():
         first_chunk = asyncio.Event()
@@ -41,8 +40,8 @@ def test_cancelling_the_job_task_aborts_the_request(loop, job_handler, engine_ha
     assert after == 0
 
 
-def test_a_stream_nobody_reads_any_more_is_aborted_when_closed(loop, job_handler, engine_handle):
-    engine = engine_handle.engine
+def test_a_stream_nobody_reads_any_more_is_aborted_when_closed(loop, job_handler, running_engine):
+    engine = running_engine
 
     async def scenario():
         stream = job_handler({"id": "abandon-me", "input": LONG_JOB})
@@ -56,14 +55,14 @@ def test_a_stream_nobody_reads_any_more_is_aborted_when_closed(loop, job_handler
     assert after == 0
 
 
-def test_job_timeout_aborts_the_request_and_fails_the_job(loop, worker_settings, engine_handle):
+def test_job_timeout_aborts_the_request_and_fails_the_job(loop, worker_settings, engine_handle, running_engine):
     from worker.serving.handler import JobHandler
 
     handler = JobHandler(worker_settings.model_copy(update={"job_timeout_s": 0.5}), engine_handle).handle
 
     async def scenario():
         chunks = [c async for c in handler({"id": "slow", "input": {**LONG_JOB, "stream": False}})]
-        return chunks, await wait_until_idle(engine_handle.engine)
+        return chunks, await wait_until_idle(running_engine)
 
     chunks, after = loop.run_until_complete(scenario())
     error = job_error(chunks)

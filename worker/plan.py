@@ -17,7 +17,7 @@ from pathlib import Path
 from worker.model_files.config_json import ModelConfigError, read_model_config
 from worker.parallel import topology
 from worker.parallel.gpus import GpuInventory, visible_gpus
-from worker.parallel.layout import ParallelismError, choose_parallelism
+from worker.parallel.layout import ParallelismError, choose_parallelism, layout_problem
 from worker.parallel.memory import (
     EIGHT_BIT_DTYPES,
     GB,
@@ -140,12 +140,8 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
     for tp in valid:
         row = plan_memory(shape, precision, tp=tp, pp=pp, gpu_memory_bytes=memory,
                           gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len)
-        if tp * pp > gpus.count:
-            verdict = f"no: needs {tp * pp} GPUs, the pod has {gpus.count}"
-        elif pp > 1 and tp * pp != gpus.count:
-            verdict = f"no: TP x PP must equal the {gpus.count} GPUs"
-        else:
-            verdict = "yes" if row.fits else f"no: {row.problem()}"
+        problem = layout_problem(tp, pp, gpus.count, row)
+        verdict = "yes" if problem is None else f"no: {problem}"
         if tp == chosen:
             verdict += "   <- recommended"
         line = f"{tp:>4} {tp * pp:>5} {format_bytes(row.weight_bytes_per_gpu):>12}"

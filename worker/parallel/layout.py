@@ -60,6 +60,18 @@ class ParallelPlan:
     valid_sizes: tuple[int, ...] = ()
 
 
+def layout_problem(tp: int, pp: int, gpu_count: int, row: MemoryRow | None) -> str | None:
+    """Why TP x PP cannot run on `gpu_count` GPUs with memory `row`, or None: the fit verdict that the start-up
+    decision enforces and the plan CLI shows for every valid size."""
+    if tp * pp > gpu_count:
+        return f"needs {tp * pp} GPUs, the pod has {gpu_count}"
+    if pp > 1 and tp * pp != gpu_count:
+        return f"TP x PP must equal the {gpu_count} GPUs"
+    if row is not None and not row.fits:
+        return row.problem()
+    return None
+
+
 def plan_parallelism(settings: "WorkerSettings", model_config: dict[str, Any], gpus: GpuInventory) -> ParallelPlan:
     """Decide the tensor/pipeline sizes for `settings` on `gpus`; ParallelismError if they cannot work."""
     return choose_parallelism(
