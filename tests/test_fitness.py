@@ -20,13 +20,13 @@ from config.settings import load_settings
 from tests.helpers import MODEL_CONFIGS
 from tests.helpers.fake_hub import COMMIT, FakeHub, fake_cache
 from tests.helpers.fake_nvml import FakeNvml, install
+from worker import fitness
 from worker.fitness import (
     PodUnfitError,
     check_parallel_plan,
     gpu_build_installed,
     register_fitness_checks,
 )
-from worker import fitness
 from worker.model_files import download
 from worker.parallel import gpus
 
