@@ -166,3 +166,24 @@ def test_unreadable_model_and_missing_pod(tmp_path):
     assert no_gpus.returncode != 0 and "pass --gpus N and --gpu-memory GB" in no_gpus.stderr
     bad_size = plan(str(MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"), "--tensor-parallel-size", "two")
     assert bad_size.returncode == 2 and "'auto' or a whole number" in bad_size.stderr
+
+
+def test_plan_runs_with_torch_and_vllm_unimportable():
+    """The plan CLI runs on a laptop: its defaults come from config/settings.py, which imports neither."""
+    blocker = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'vllm'):\n"
+        "            raise ImportError(f'{name} is blocked in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.argv = ['worker.plan', *sys.argv[1:]]\n"
+        "runpy.run_module('worker.plan', run_name='__main__')\n"
+    )
+    config = MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"
+    result = subprocess.run(
+        [sys.executable, "-c", blocker, str(config), "--gpus", "2", "--gpu-memory", "80"],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "GPU_MEMORY_UTILIZATION 0.90" in result.stdout and "Recommended: TENSOR_PARALLEL_SIZE=" in result.stdout
