@@ -1,4 +1,4 @@
-"""The env vars of RunPod's official vLLM worker (runpod-workers/worker-vllm) and what each is here.
+"""The env vars and job fields of RunPod's official vLLM worker (runpod-workers/worker-vllm), and what each is here.
 
 One table, `MIGRATION`; the README's "Coming from runpod-workers/worker-vllm" section is generated from it
 (scripts/settings_table.py) and tests/test_migration.py tests every row. Each name is one of:
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,41 @@ MIGRATION: dict[str, Migration] = {
         "set `OPENAI_SERVER_ARGS=\"--max-log-len <n>\"` (vLLM's OpenAI server option)",
         {"OPENAI_SERVER_ARGS": "--max-log-len 100"},
     ),
+}
+
+
+# Job fields that work as in the official worker: {field: note}.
+SAME_JOB_FIELDS = {
+    "prompt": "works: text to complete",
+    "messages": "works: a chat, rendered with the model's chat template",
+    "sampling_params": "works: vLLM's SamplingParams fields; `max_tokens` defaults to the rest of the context "
+    "capped at `DEFAULT_MAX_TOKENS` (there: 100)",
+    "stream": "works: chunks of `{\"text\": ...}` (see Output)",
+    "openai_route": "works: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, answered by vLLM's server code",
+    "openai_input": "works: the request body",
+}
+
+# The official worker's native job fields beyond prompt/messages/sampling_params/stream (which work as
+# there): (values this worker honours, what it does). Another value fails the job with that text
+# (worker/serving/jobs.py).
+_JOB_STREAM_BATCHING = (
+    "Leave it out: stream chunks are batched by time here (STREAM_FLUSH_INTERVAL_MS on the endpoint), "
+    "not by token count."
+)
+OFFICIAL_JOB_FIELDS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "apply_chat_template": (
+        (True, False),
+        "honoured: `messages` are always rendered with the model's chat template; with `prompt`, true sends "
+        "the prompt as one user message through it",
+    ),
+    "use_openai_format": (
+        (False,),
+        'false is honoured; for OpenAI-shaped output send {"openai_route": "/v1/chat/completions", '
+        '"openai_input": {...}} (or use the endpoint\'s /openai/v1 URL)',
+    ),
+    "max_batch_size": ((), _JOB_STREAM_BATCHING),
+    "min_batch_size": ((), _JOB_STREAM_BATCHING),
+    "batch_size_growth_factor": ((), _JOB_STREAM_BATCHING),
 }
 
 
