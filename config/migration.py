@@ -211,7 +211,11 @@ MIGRATION: dict[str, Migration] = {
     "EXCLUDE_TOOLS_WHEN_TOOL_CHOICE_NONE": server_flag("--exclude-tools-when-tool-choice-none"),
     "ENABLE_PROMPT_TOKENS_DETAILS": server_flag("--enable-prompt-tokens-details"),
     "ENABLE_FORCE_INCLUDE_USAGE": server_flag("--enable-force-include-usage"),
-    "ENABLE_LOG_OUTPUTS": server_flag("--enable-log-outputs"),
+    "ENABLE_LOG_OUTPUTS": refused(
+        "remove it: vLLM logs outputs only with its request log, which this worker keeps out of `vllm serve`'s "
+        "options (`ENABLE_LOG_REQUESTS=true` logs requests)",
+        accepted=("false", "0"),
+    ),
     "LOG_ERROR_STACK": server_flag("--log-error-stack"),
     "MAX_LOG_LEN": refused(
         "set `OPENAI_SERVER_ARGS=\"--max-log-len <n>\"` (vLLM's OpenAI server option)",
