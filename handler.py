@@ -51,19 +51,28 @@ def run_fitness_checks_now() -> None:
     clear_fitness_checks()  # passed; `start` finds none left to run again
 
 
+def check_configuration(settings) -> None:
+    """Every check that needs no model files, before the first job and any download (with or without
+    WARM_START): engine arguments (env vars and ENGINE_ARGS, by vLLM's parser) and the OpenAI server
+    options. Raises SettingsError; logs the engine-argument env vars given and likely typos."""
+    from worker.serving.engine_args import check_engine_args, typo_warnings
+    from worker.serving.openai import server_args
+
+    for typo in typo_warnings():
+        log.warning("%s", typo)
+    engine_env = check_engine_args(settings)
+    if engine_env:
+        log.info("engine arguments from env vars: %s", engine_env)
+    server_args(settings, settings.model_name)
+
+
 def main() -> None:
     configure_logging()
     try:
         settings = load_settings()
-    except SettingsError as error:
-        log.error("%s", error)
-        sys.exit(2)
-    configure_logging(settings.worker_log_level)
-    log.info("settings: %s", settings.masked())
-    try:
-        from worker.serving.openai import server_args
-
-        server_args(settings, settings.model_name)  # vLLM's OpenAI server options, checked before any job
+        configure_logging(settings.worker_log_level)
+        log.info("settings: %s", settings.masked())
+        check_configuration(settings)
     except SettingsError as error:
         log.error("%s", error)
         sys.exit(2)

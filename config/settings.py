@@ -8,7 +8,9 @@ names the variable, the value and what is allowed (`load_settings`).
 from __future__ import annotations
 
 import json
+import os
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,10 +24,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
+DTYPE_CHOICES: tuple[str, ...] = typing.get_args(Dtype)
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
+TP_SIZE_ALLOWED = "'auto' or a whole number >= 1"
 
 
-def _parse_tensor_parallel_size(value: Any) -> Any:
-    # "auto" stays a string; "4" becomes 4 so the int branch validates it.
+def parse_tensor_parallel_size(value: Any) -> Any:
+    """"auto" stays a string; "4" becomes 4 so the int branch validates it (the plan CLI parses the same way)."""
     if isinstance(value, str):
         value = value.strip().lower()
         return value if value == "auto" else _int_or_raw(value)
@@ -82,7 +87,7 @@ class WorkerSettings(BaseSettings):
     # --- parallelism and memory -----------------------------------------------------------------
     tensor_parallel_size: Annotated[
         Literal["auto"] | Annotated[int, Field(ge=1, le=1024)],
-        BeforeValidator(_parse_tensor_parallel_size),
+        BeforeValidator(parse_tensor_parallel_size),
     ] = Field(
         default="auto",
         description="GPUs to split the model across, or 'auto': the largest size the model allows "
@@ -100,7 +105,7 @@ class WorkerSettings(BaseSettings):
         default=None, ge=1, description="Context length (prompt + output); default the model's own."
     )
     gpu_memory_utilization: float = Field(
-        default=0.90, gt=0.0, le=1.0, description="Fraction of each GPU's memory vLLM may use."
+        default=DEFAULT_GPU_MEMORY_UTILIZATION, gt=0.0, le=1.0, description="Fraction of each GPU's memory vLLM may use."
     )
     enforce_eager: bool = Field(
         default=False, description="Skip CUDA graph capture / compilation: faster start, slower decode."
@@ -173,7 +178,7 @@ class WorkerSettings(BaseSettings):
     def _engine_args_do_not_shadow_settings(self) -> "WorkerSettings":
         shadowed = sorted(set(self.engine_args) & _FIRST_CLASS_ENGINE_ARGS)
         if shadowed:
-            names = ", ".join(f"{name} (use {name.upper()})" for name in shadowed)
+            names = ", ".join(f"{name} (use {FIRST_CLASS_ENGINE_ARGS[name]})" for name in shadowed)
             raise ValueError(f"ENGINE_ARGS sets what a setting of its own controls: {names}")
         return self
 
@@ -201,7 +206,7 @@ class WorkerSettings(BaseSettings):
         """The settings as a dict safe to log: secrets stay masked by SecretStr, and so do ENGINE_ARGS
         entries whose names say they hold one."""
         shown = {name: (str(value) if isinstance(value, SecretStr) else value) for name, value in self}
-        shown["engine_args"] = _mask_secret_keys(self.engine_args)
+        shown["engine_args"] = mask_secret_keys(self.engine_args)
         return shown
 
 
@@ -209,51 +214,76 @@ class WorkerSettings(BaseSettings):
 _SECRET_NAME = re.compile(r"(^|_)token$|key$|secret|password|passwd|credential", re.IGNORECASE)
 
 
-def _mask_secret_keys(value: Any) -> Any:
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def mask_secret_keys(value: Any) -> Any:
     """`value` with every entry whose key names a secret masked, at any depth (nested vLLM configs)."""
     if isinstance(value, dict):
-        return {k: "**********" if _SECRET_NAME.search(str(k)) else _mask_secret_keys(v) for k, v in value.items()}
+        return {k: "**********" if _SECRET_NAME.search(str(k)) else mask_secret_keys(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask_secret_keys(item) for item in value]
+        return [mask_secret_keys(item) for item in value]
     return value
 
-# Engine arguments that have a setting of their own: ENGINE_ARGS may not set them too.
-_FIRST_CLASS_ENGINE_ARGS = {
-    "hf_token",
-    "model",
-    "revision",
-    "trust_remote_code",
-    "download_dir",
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
-    "dtype",
-    "quantization",
-    "max_model_len",
-    "gpu_memory_utilization",
-    "enforce_eager",
-    "served_model_name",
-    "reasoning_parser",
+# Engine arguments that have a setting of their own: ENGINE_ARGS and engine-argument env vars may not set them
+# too. The value is the setting to use instead.
+FIRST_CLASS_ENGINE_ARGS = {
+    "hf_token": "HF_TOKEN",
+    "model": "MODEL_NAME",
+    "revision": "MODEL_REVISION",
+    "trust_remote_code": "TRUST_REMOTE_CODE",
+    "download_dir": "MODEL_CACHE_DIR",
+    "tensor_parallel_size": "TENSOR_PARALLEL_SIZE",
+    "pipeline_parallel_size": "PIPELINE_PARALLEL_SIZE",
+    "dtype": "DTYPE",
+    "quantization": "QUANTIZATION",
+    "max_model_len": "MAX_MODEL_LEN",
+    "gpu_memory_utilization": "GPU_MEMORY_UTILIZATION",
+    "enforce_eager": "ENFORCE_EAGER",
+    "served_model_name": "SERVED_MODEL_NAME",
+    "reasoning_parser": "REASONING_PARSER",
 }
+_FIRST_CLASS_ENGINE_ARGS = set(FIRST_CLASS_ENGINE_ARGS)
 
 
 class SettingsError(Exception):
     """Bad configuration: the message names each env var, its value and what is allowed."""
 
 
+def config_error(*problems: str) -> SettingsError:
+    """The one builder of start-up configuration errors: a header, then one line per problem, each
+    naming the env var (`NAME=value: what is wrong (allowed / what to set instead)`)."""
+    return SettingsError("\n  ".join(["Invalid worker configuration:", *problems]))
+
+
+def setting_names() -> set[str]:
+    """The env var names WorkerSettings reads."""
+    return {name.upper() for name in WorkerSettings.model_fields}
+
+
 def load_settings(**overrides: Any) -> WorkerSettings:
-    """Read settings from the environment (overrides win), turning validation errors into one message."""
+    """Read settings from the environment (overrides win), turning validation errors into one message.
+
+    Names of RunPod's official vLLM worker are applied first (config/migration.py): an alias is read as
+    the setting it names, a name this worker does not take stops start-up with what to set instead.
+    """
+    from config.migration import apply_migration
+
+    renamed = apply_migration(os.environ, setting_names())
     try:
-        return WorkerSettings(**overrides)
+        return WorkerSettings(**{**renamed, **overrides})
     except ValidationError as error:
-        raise SettingsError(describe_settings_error(error)) from None
+        raise config_error(*describe_settings_error(error)) from None
 
 
-def describe_settings_error(error: ValidationError) -> str:
-    lines = ["Invalid worker configuration:"]
+def describe_settings_error(error: ValidationError) -> list[str]:
+    """One line per invalid setting: the env var, its value (secrets not shown) and what is allowed."""
+    lines = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")
         if not item["loc"]:  # a rule across settings: its message names them
-            lines.append(f"  {message}")
+            lines.append(message)
             continue
         field = str(item["loc"][0])
         env_var = field.upper()
@@ -267,8 +297,8 @@ def describe_settings_error(error: ValidationError) -> str:
         else:
             shown = repr(value)
         allowed = _allowed_values(field)
-        lines.append(f"  {env_var}={shown}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
-    return "\n".join(lines)
+        lines.append(f"{env_var}={shown}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
+    return lines
 
 
 def _allowed_values(field: str) -> str:
@@ -276,9 +306,9 @@ def _allowed_values(field: str) -> str:
     if info is None:
         return ""
     if field == "tensor_parallel_size":
-        return "'auto' or a whole number >= 1"
+        return TP_SIZE_ALLOWED
     if field == "worker_log_level":
         return "DEBUG, INFO, WARNING, ERROR"
     if field == "dtype":
-        return "auto, float16, bfloat16, float32"
+        return ", ".join(DTYPE_CHOICES)
     return info.description or ""

@@ -1,9 +1,11 @@
-"""Print the README's settings table (env var, default, meaning) from WorkerSettings, or rewrite it in place.
+"""Print the README's generated tables, or rewrite them in place: the settings table (env var, default,
+meaning) from WorkerSettings, and the migration table (the official worker's env vars and job fields, and
+what each becomes here) from config/migration.py.
 
-    .venv/bin/python scripts/settings_table.py           # print the table
-    .venv/bin/python scripts/settings_table.py --write   # replace it in README.md between the markers
+    .venv/bin/python scripts/settings_table.py           # print the tables
+    .venv/bin/python scripts/settings_table.py --write   # replace them in README.md between their markers
 
-tests/test_deploy.py fails when the README's table differs from this output.
+tests/test_deploy.py fails when the README's tables differ from this output.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS, SAME_JOB_FIELDS  # noqa: E402
 from config.settings import WorkerSettings  # noqa: E402
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
+MIGRATION_START = "<!-- migration-table:start -->"
+MIGRATION_END = "<!-- migration-table:end -->"
+_KIND = {"same": "works", "alias": "works", "vllm": "works", "refused": "stops the worker at start"}
 
 
 def default_text(name: str) -> str:
@@ -44,17 +50,33 @@ def render_table() -> str:
     return "\n".join(rows)
 
 
-def replace_table(readme: str) -> str:
-    head, start, rest = readme.partition(START)
-    _old, end, tail = rest.partition(END)
-    if not start or not end:
-        raise SystemExit(f"README.md has no {START} ... {END} block")
-    return f"{head}{START}\n{render_table()}\n{END}{tail}"
+def render_migration_table() -> str:
+    rows = ["| worker-vllm | Here | What it becomes |", "| --- | --- | --- |"]
+    for name, entry in MIGRATION.items():
+        here = _KIND[entry.kind]
+        if entry.accepted:
+            here += f" (unless {' / '.join(f'`{v}`' for v in entry.accepted)})"
+        rows.append(f"| env `{name}` | {here} | {entry.becomes.replace('|', chr(92) + '|')} |")
+    for name, note in SAME_JOB_FIELDS.items():
+        rows.append(f"| job `{name}` | works | {note.removeprefix('works: ')} |")
+    for name, (honoured, instead) in OFFICIAL_JOB_FIELDS.items():
+        here = "job fails with this fix" if not honoured else f"works for {' / '.join(json.dumps(v) for v in honoured)}"
+        rows.append(f"| job `{name}` | {here} | {instead.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
+def replace_table(readme: str, start: str = START, end: str = END, table: str | None = None) -> str:
+    head, found_start, rest = readme.partition(start)
+    _old, found_end, tail = rest.partition(end)
+    if not found_start or not found_end:
+        raise SystemExit(f"README.md has no {start} ... {end} block")
+    return f"{head}{start}\n{render_table() if table is None else table}\n{end}{tail}"
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         readme = ROOT / "README.md"
-        readme.write_text(replace_table(readme.read_text()))
+        text = replace_table(readme.read_text())
+        readme.write_text(replace_table(text, MIGRATION_START, MIGRATION_END, render_migration_table()))
     else:
-        print(render_table())
+        print(render_table(), render_migration_table(), sep="\n\n")

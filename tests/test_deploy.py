@@ -213,3 +213,30 @@ def test_readme_documents_the_request_routes():
     deploy = readme.split("<!-- deploy:start -->", 1)[1].split("<!-- deploy:end -->", 1)[0]
     for needle in ["/runsync", "/run", "/stream", "/openai/v1", *OPENAI_ROUTES, "--secret id=hf_token"]:
         assert needle in deploy, f"README deploy section does not mention {needle}"
+
+
+def test_readme_migration_table_is_generated_from_config_migration():
+    from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS
+
+    table = _settings_table_module()
+    readme = (ROOT / "README.md").read_text()
+    assert table.MIGRATION_START in readme and table.MIGRATION_END in readme, "README.md lacks the migration table"
+    current = readme.split(table.MIGRATION_START, 1)[1].split(table.MIGRATION_END, 1)[0].strip()
+    assert current == table.render_migration_table(), (
+        "README migration table is stale: run .venv/bin/python scripts/settings_table.py --write"
+    )
+    for name in MIGRATION:
+        assert f"| env `{name}` |" in current
+    for name in OFFICIAL_JOB_FIELDS:
+        assert f"| job `{name}` |" in current
+
+
+def test_migration_names_that_are_settings_here_are_offered_by_hub_json():
+    """A name of the official worker that works here as a setting of the same name is one hub.json offers."""
+    from config.migration import MIGRATION
+
+    for name, entry in MIGRATION.items():
+        if entry.kind == "same" and name.lower() in FIELDS:
+            assert name in HUB_ENV, f"{name} is a setting but hub.json does not offer it"
+        if entry.kind == "alias" and entry.target.lower() in FIELDS:
+            assert entry.target in HUB_ENV, f"{name} is read as {entry.target}, which hub.json does not offer"

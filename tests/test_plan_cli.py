@@ -166,3 +166,4 @@ def test_unreadable_model_and_missing_pod(tmp_path):
     assert no_gpus.returncode != 0 and "pass --gpus N and --gpu-memory GB" in no_gpus.stderr
     bad_size = plan(str(MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"), "--tensor-parallel-size", "two")
     assert bad_size.returncode == 2 and "'auto' or a whole number" in bad_size.stderr
+

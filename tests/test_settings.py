@@ -115,7 +115,7 @@ def test_secrets_in_engine_args_are_refused_or_masked_never_echoed(monkeypatch):
 
 
 def test_unknown_engine_args_are_named_with_a_suggestion(tiny_model):
-    from worker.serving.engine import build_engine_args
+    from worker.serving.engine_args import build_engine_args
 
     settings = load_settings(model_name=str(tiny_model), engine_args={"max_num_seq": 8})
     with pytest.raises(SettingsError) as caught:
@@ -124,7 +124,7 @@ def test_unknown_engine_args_are_named_with_a_suggestion(tiny_model):
 
 
 def test_engine_args_reach_vllm(tiny_model):
-    from worker.serving.engine import build_engine_args
+    from worker.serving.engine_args import build_engine_args
 
     settings = load_settings(
         model_name=str(tiny_model), dtype="float16", max_model_len=256, engine_args={"max_num_seqs": 8}
@@ -190,7 +190,7 @@ def test_auto_tool_choice_without_a_parser_is_refused():
 def test_engine_args_json_objects_become_vllms_config_classes(tiny_model):
     from vllm.config import StructuredOutputsConfig
 
-    from worker.serving.engine import build_engine_args
+    from worker.serving.engine_args import build_engine_args
 
     settings = load_settings(model_name=str(tiny_model), engine_args={"structured_outputs_config": {"backend": "xgrammar"}})
     args = build_engine_args(settings, str(tiny_model), 1, 1)

@@ -14,6 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from config.settings import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DTYPE_CHOICES,
+    TP_SIZE_ALLOWED,
+    WorkerSettings,
+    parse_tensor_parallel_size,
+)
 from worker.model_files.config_json import ModelConfigError, read_model_config
 from worker.parallel import topology
 from worker.parallel.gpus import GpuInventory, visible_gpus
@@ -36,12 +43,15 @@ from worker.parallel.shape import ModelShape
 
 
 def _tp_size(value: str) -> int | str:
-    value = value.strip().lower()
-    if value == "auto":
-        return value
-    if value.isdigit() and int(value) >= 1:
-        return int(value)
-    raise argparse.ArgumentTypeError("'auto' or a whole number >= 1")
+    """As TENSOR_PARALLEL_SIZE is parsed (config/settings.py)."""
+    parsed = parse_tensor_parallel_size(value)
+    if parsed == "auto" or (isinstance(parsed, int) and parsed >= 1):
+        return parsed
+    raise argparse.ArgumentTypeError(TP_SIZE_ALLOWED)
+
+
+def _default(setting: str):
+    return WorkerSettings.model_fields[setting].get_default(call_default_factory=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,18 +66,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dtype",
-        default="auto",
-        choices=["auto", "float16", "bfloat16", "float32", *EIGHT_BIT_DTYPES],
+        default=_default("dtype"),
+        choices=[*DTYPE_CHOICES, *EIGHT_BIT_DTYPES],
         help="weight dtype; fp8/int8 mean 8-bit weights (QUANTIZATION=fp8). Default: the model's own",
     )
     parser.add_argument("--quantization", help="vLLM quantization method, as QUANTIZATION (fp8, awq, gptq, ...)")
     parser.add_argument("--max-model-len", type=int, help="context length (default: the model's own)")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.90, help="as GPU_MEMORY_UTILIZATION")
-    parser.add_argument("--pipeline-parallel-size", type=int, default=1, help="as PIPELINE_PARALLEL_SIZE")
     parser.add_argument(
-        "--tensor-parallel-size", type=_tp_size, default="auto", help="check this size instead of 'auto'"
+        "--gpu-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION, help="as GPU_MEMORY_UTILIZATION"
     )
-    parser.add_argument("--kv-cache-dtype", help="as ENGINE_ARGS kv_cache_dtype (fp8 halves the KV cache)")
+    parser.add_argument(
+        "--pipeline-parallel-size", type=int, default=_default("pipeline_parallel_size"), help="as PIPELINE_PARALLEL_SIZE"
+    )
+    parser.add_argument(
+        "--tensor-parallel-size", type=_tp_size, default=_default("tensor_parallel_size"), help="check this size instead of 'auto'"
+    )
+    parser.add_argument("--kv-cache-dtype", help="as KV_CACHE_DTYPE (fp8 halves the KV cache)")
     parser.add_argument("--revision", help="hub branch, tag or commit (as MODEL_REVISION)")
     parser.add_argument("--topology", type=Path, metavar="FILE", help="saved `nvidia-smi topo -m` output")
     return parser.parse_args(argv)

@@ -10,19 +10,17 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import difflib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from config.settings import SettingsError, WorkerSettings
+from config.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from worker.vllm_api import AsyncEngineArgs, AsyncLLM
+    from worker.vllm_api import AsyncLLM
 
 log = logging.getLogger("worker.serving.engine")
 
@@ -44,68 +42,6 @@ def exit_process(reason: str, grace_s: float = FATAL_EXIT_GRACE_S) -> None:
         os._exit(1)
 
     threading.Thread(target=_exit, name="fatal-exit", daemon=True).start()
-
-
-def build_engine_args(
-    settings: WorkerSettings, model_path: str, tensor_parallel_size: int, pipeline_parallel_size: int
-) -> AsyncEngineArgs:
-    """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error."""
-    from worker.vllm_api import AsyncEngineArgs
-
-    fields = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}
-    known = set(fields)
-    unknown = sorted(set(settings.engine_args) - known)
-    if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise SettingsError(
-            "Invalid worker configuration:\n  ENGINE_ARGS: unknown vLLM engine argument(s) "
-            + ", ".join(hints)
-            + " (allowed: the fields of vllm.engine.arg_utils.AsyncEngineArgs, in snake_case)"
-        )
-    args: dict[str, Any] = {
-        "model": model_path,
-        "served_model_name": [settings.served_name],
-        "revision": settings.model_revision if model_path == settings.model_name else None,
-        "trust_remote_code": settings.trust_remote_code,
-        "tensor_parallel_size": tensor_parallel_size,
-        "pipeline_parallel_size": pipeline_parallel_size,
-        "dtype": settings.dtype,
-        "quantization": settings.quantization,
-        "max_model_len": settings.max_model_len,
-        "gpu_memory_utilization": settings.gpu_memory_utilization,
-        "enforce_eager": settings.enforce_eager,
-        # The engine needs it too: structured outputs start after the reasoning ends.
-        "reasoning_parser": settings.reasoning_parser or "",
-        # Per-request log lines would carry prompts into the logs.
-        "enable_log_requests": False,
-    }
-    args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
-    try:
-        return AsyncEngineArgs(**args)
-    except (TypeError, ValueError) as error:
-        raise SettingsError(f"Invalid worker configuration:\n  ENGINE_ARGS: {error}") from None
-
-
-def _as_config(field: dataclasses.Field, value: Any) -> Any:
-    """A JSON object given for one of vLLM's config-object arguments (e.g. structured_outputs_config)
-    becomes that config class, as `vllm serve --structured-outputs-config '{...}'` makes it; vLLM itself
-    converts only some of them from dicts."""
-    if not isinstance(value, dict):
-        return value
-    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-    if default is None or isinstance(default, dict) or not dataclasses.is_dataclass(default):
-        return value
-    try:
-        return type(default)(**value)
-    except (TypeError, ValueError) as error:
-        problem = " ".join(line.strip() for line in str(error).splitlines() if "errors.pydantic.dev" not in line)
-        raise SettingsError(
-            f"Invalid worker configuration:\n  ENGINE_ARGS: {field.name}: {problem} "
-            f"(allowed: the fields of vLLM's {type(default).__name__})"
-        ) from None
 
 
 class EngineHandle:
@@ -156,6 +92,7 @@ class EngineHandle:
         from worker.model_files.config_json import read_model_config
         from worker.model_files.download import ensure_model
         from worker.parallel.layout import plan_parallelism, visible_gpus
+        from worker.serving.engine_args import build_engine_args
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()

@@ -5,10 +5,14 @@
 
 The sampling-parameter schema is derived from vLLM's own SamplingParams annotations (no types
 written by hand); vLLM's SamplingParams then checks ranges (temperature >= 0, top_p in (0, 1], ...).
+
+Jobs written for RunPod's official vLLM worker run here too: its extra fields are honoured or refused with
+what this worker does instead (config/migration.py `OFFICIAL_JOB_FIELDS`; the README's migration table shows it).
 """
 
 from __future__ import annotations
 
+import json
 import typing
 from dataclasses import dataclass
 from functools import cache
@@ -23,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from config.migration import OFFICIAL_JOB_FIELDS
 from worker.serving.errors import JobError, from_validation_error, invalid_input
 from worker.vllm_api import RequestOutputKind, SamplingParams, VLLMValidationError
 
@@ -105,6 +110,20 @@ class NativeJobInput(BaseModel):
         return self
 
 
+def _official_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the official worker's extra fields applied or refused (see OFFICIAL_JOB_FIELDS)."""
+    raw = dict(raw)
+    for name, (honoured, instead) in OFFICIAL_JOB_FIELDS.items():
+        if name not in raw:
+            continue
+        value = raw.pop(name)
+        if not any(value is ok for ok in honoured):  # `is`: 1 is not True here
+            allowed = " or ".join(json.dumps(ok) for ok in honoured)
+            problem = f"{json.dumps(value)} is not taken by this worker" + (f" (only {allowed})" if allowed else "")
+            raise invalid_input(f"input.{name}", problem, instead[0].upper() + instead[1:])
+    return raw
+
+
 @dataclass
 class EngineRequest:
     """A job turned into what AsyncLLM.generate takes, plus what the output needs."""
@@ -117,6 +136,10 @@ class EngineRequest:
 def parse_job_input(raw: Any) -> NativeJobInput:
     if not isinstance(raw, dict):
         raise invalid_input("input", f"must be a JSON object, got {type(raw).__name__}")
+    template_prompt = raw.get("apply_chat_template") is True and isinstance(raw.get("prompt"), str)
+    raw = _official_fields(raw)
+    if template_prompt:  # as the official worker: the prompt becomes one user message
+        raw["messages"] = [{"role": "user", "content": raw.pop("prompt")}]
     try:
         job = NativeJobInput.model_validate(raw)
         sampling = sampling_params_model().model_validate(_token_id_keys(job.sampling_params))

@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 
-from config.settings import SettingsError, WorkerSettings
+from config.settings import WorkerSettings, config_error
 from worker.serving.errors import JobError
 from worker.serving.streaming import coalesce_events, until
 from worker.vllm_api import (
@@ -198,7 +198,7 @@ class _SettingsArgumentParser(FlexibleArgumentParser):
     """`vllm serve`'s parser, raising a settings error where argparse would print usage and exit."""
 
     def error(self, message: str) -> NoReturn:
-        raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {message}")
+        raise config_error(f"OPENAI_SERVER_ARGS: {message}")
 
 
 def server_args(settings: WorkerSettings, model: str) -> argparse.Namespace:
@@ -219,14 +219,14 @@ def server_args(settings: WorkerSettings, model: str) -> argparse.Namespace:
     try:
         extra = shlex.split(settings.openai_server_args)
     except ValueError as error:
-        raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {error} (quote it as a shell would)") from None
+        raise config_error(f"OPENAI_SERVER_ARGS: {error} (quote it as a shell would)") from None
     args = _parse_serve_args(parser, argv + extra)
     changed = sorted(name for name, value in vars(args).items() if getattr(ours, name, None) != value)
     misplaced = [name for name in changed if name not in _FRONTEND_OPTIONS]
     if misplaced:
         names = ", ".join(f"{name} (use {_SETTING_FLAGS[name]})" if name in _SETTING_FLAGS else name for name in misplaced)
-        raise SettingsError(
-            "Invalid worker configuration:\n  OPENAI_SERVER_ARGS: sets options that are not OpenAI server "
+        raise config_error(
+            "OPENAI_SERVER_ARGS: sets options that are not OpenAI server "
             f"options: {names}; engine options go in ENGINE_ARGS or their own setting"
         )
     _load_parser_plugins(args.tool_parser_plugin, settings.engine_args.get("reasoning_parser_plugin"))
@@ -237,7 +237,7 @@ def server_args(settings: WorkerSettings, model: str) -> argparse.Namespace:
     try:
         validate_parsed_serve_args(args)
     except Exception as error:  # TypeError, ValueError, VLLMValidationError: whatever vLLM's checks raise
-        raise SettingsError(f"Invalid worker configuration:\n  OPENAI_SERVER_ARGS: {error}") from None
+        raise config_error(f"OPENAI_SERVER_ARGS: {error}") from None
     return args
 
 
@@ -245,8 +245,8 @@ def _parse_serve_args(parser: FlexibleArgumentParser, argv: list[str]) -> argpar
     try:
         return parser.parse_args(argv)
     except SystemExit:  # --help or --version: argparse printed and would end the worker
-        raise SettingsError(
-            "Invalid worker configuration:\n  OPENAI_SERVER_ARGS: --help/--version print and exit; "
+        raise config_error(
+            "OPENAI_SERVER_ARGS: --help/--version print and exit; "
             "see `vllm serve --help` for the options"
         ) from None
 
@@ -257,15 +257,15 @@ def _load_parser_plugins(tool_parser_plugin: str | None, reasoning_parser_plugin
     for where, plugin in (("OPENAI_SERVER_ARGS --tool-parser-plugin", tool_parser_plugin),
                           ("ENGINE_ARGS reasoning_parser_plugin", reasoning_parser_plugin)):
         if plugin and import_plugin(plugin) is None:
-            raise SettingsError(
-                f"Invalid worker configuration:\n  {where}={plugin!r}: could not be imported (the log above "
+            raise config_error(
+                f"{where}={plugin!r}: could not be imported (the log above "
                 "says why); give an importable module or the path of a .py file"
             )
 
 
 def _check_registered(env_var: str, name: str, registered: list[str]) -> None:
     if name not in registered:
-        raise SettingsError(
-            f"Invalid worker configuration:\n  {env_var}={name!r}: not a parser vLLM {vllm_version} knows "
+        raise config_error(
+            f"{env_var}={name!r}: not a parser vLLM {vllm_version} knows "
             f"(allowed: {', '.join(sorted(registered))})"
         )
