@@ -87,8 +87,12 @@ counts = {"cases": 0, "ok": 0, "errors": 0}
 
 
 @pytest.fixture(scope="module")
-def fuzz_handler(worker_settings, engine_handle):
+def fuzz_handler(loop, worker_settings, engine_handle):
     from worker.serving.handler import JobHandler
+
+    # Jobs wait for the engine before their input is checked (the input limits are sized from it):
+    # build it first, so no fuzz case's deadline includes the engine start.
+    loop.run_until_complete(engine_handle.get())
 
     return JobHandler(worker_settings.model_copy(update={"default_max_tokens": FUZZ_MAX_TOKENS}), engine_handle).handle
 
