@@ -12,6 +12,12 @@ import logging
 import os
 import sys
 
+if __name__ == "__mp_main__":
+    # vLLM's engine processes are spawned, so they import this file as __mp_main__: let them exit at once.
+    from worker.serving.shutdown import skip_final_collection
+
+    skip_final_collection()
+
 # The SDK's DEBUG lines print every job's input and output (prompts, completions): off unless asked for.
 os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
@@ -21,6 +27,7 @@ from config.settings import SettingsError, load_settings  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
 from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
+from worker.serving.shutdown import job_loop_options, skip_final_collection  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -95,11 +102,13 @@ def main() -> None:
                 "handler": collect_stream(jobs.handle) if is_local_test_run(sys.argv[1:]) else jobs.handle,
                 "concurrency_modifier": jobs.concurrency,
                 "return_aggregate_stream": True,
+                **job_loop_options(),
             }
         )
     finally:
         # The SDK returns after SIGTERM once in-flight jobs are done: stop vLLM's processes with us.
         engine.shutdown()
+        skip_final_collection()
 
 
 if __name__ == "__main__":

@@ -142,6 +142,12 @@ class WorkerSettings(BaseSettings):
     stream_max_chunk_chars: int = Field(
         default=65536, ge=1, description="A stream chunk is sent early once it holds this many characters."
     )
+    max_input_chars: int | None = Field(
+        default=None,
+        ge=1,
+        description="Largest job input (its JSON, in characters) a job may send; a larger one is refused before any "
+        "work. Default: what the context can hold (context tokens x the tokenizer's longest token) + 1 MiB.",
+    )
     worker_log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
     ] = Field(default="INFO", description="Level of the worker's own log lines (vLLM and the runpod SDK have theirs).")

@@ -159,3 +159,44 @@ def test_engine_death_fails_in_flight_jobs_and_exits_non_zero_quickly(tiny_model
     finally:
         process.stop()
         fake.stop()
+
+
+def test_sigterm_finishes_in_flight_jobs_then_exits_promptly_and_cleanly(tiny_model, tmp_path):
+    """RunPod's grace before SIGKILL is finite: after the last job, the worker must go at once, with vLLM's
+    engine shut down cleanly (no force kill, no leaked shared memory). The exit time is printed, not asserted."""
+    fake = FakeRunPod().start()
+    process = WorkerProcess(ROOT, worker_env(tiny_model, WARM_START="true", **fake.env()), tmp_path / "worker.log")
+    try:
+        fake.submit("warm", {"prompt": "warm", "sampling_params": {"max_tokens": 2}})
+        fake.wait_for_results(["warm"], timeout=240)
+        ids = [f"draining-{i}" for i in range(4)]
+        for job_id in ids:
+            fake.submit(job_id, {"prompt": "long", "sampling_params": {"max_tokens": 300, "ignore_eos": True}, "stream": True})
+        deadline = time.monotonic() + 60
+        while not all(fake.streams.get(job_id) for job_id in ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(fake.streams.get(job_id) for job_id in ids), "the jobs should be streaming"
+        signalled_at = time.monotonic()
+        process.proc.send_signal(signal.SIGTERM)
+        last_result_at = signalled_at
+        while process.proc.poll() is None and time.monotonic() - signalled_at < 60:
+            if len(fake.results) < len(ids) + 1:
+                last_result_at = time.monotonic()
+            time.sleep(0.02)
+        exited_at = time.monotonic()
+        code = process.proc.wait(timeout=5)
+        for job_id in ids:
+            result = fake.results[job_id]
+            assert "error" not in result, result
+            assert result["output"][-1]["usage"]["completion_tokens"] == 300, "in-flight jobs finish whole"
+        log = process.log()
+        assert code == 0, log[-3000:]
+        assert "force killing" not in log, log[-3000:]
+        assert "leaked shared_memory" not in log, log[-3000:]
+        print(
+            f"\nSIGTERM: {len(ids)} in-flight jobs finished {last_result_at - signalled_at:.2f} s after it; "
+            f"the worker exited {exited_at - last_result_at:.2f} s after the last job (code {code})"
+        )
+    finally:
+        process.stop()
+        fake.stop()

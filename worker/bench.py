@@ -6,6 +6,11 @@ it, minus the HTTP posts) and straight on vLLM's engine. It prints one table (mo
 tensor-parallelism guide's throughput table) and, with --json, writes the numbers for tracking.
 
     MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m worker.bench --tp 1 2 --concurrency 1 8 32
+
+`--soak N` runs N short jobs instead and prints the RSS of each process (the worker's main process,
+vLLM's engine core and model worker) every --soak-every jobs, so memory growth shows and can be tracked:
+
+    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m worker.bench --soak 3000
 """
 
 from __future__ import annotations
@@ -184,6 +189,80 @@ def render_table(load_times: dict[int, float], results: list[LoadResult], max_to
     return "\n".join(lines)
 
 
+def process_rss_mb() -> dict[str, float]:
+    """RSS of the worker's main process and of each process vLLM started (engine core, model workers), in MB."""
+    import psutil
+
+    main = psutil.Process()
+    rss = {"main": main.memory_info().rss / 2**20}
+    for child in main.children(recursive=True):
+        try:
+            name = child.name()
+            if "resource_tracker" in " ".join(child.cmdline()):
+                continue  # multiprocessing's bookkeeping, not vLLM
+            rss[name] = rss.get(name, 0.0) + child.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            continue
+    return rss
+
+
+def soak_job_input(i: int) -> dict:
+    """Short jobs of every kind the worker serves: plain and chat, whole and streamed."""
+    job = {"sampling_params": {"max_tokens": 8, "temperature": 0.8, "seed": i}, "stream": i % 2 == 0}
+    if i % 3 == 0:
+        job["messages"] = [{"role": "user", "content": f"Soak job {i}: say something."}]
+    else:
+        job["prompt"] = f"Soak job {i}: the quick brown fox"
+    return job
+
+
+async def soak(jobs: int, concurrency: int, every: int) -> list[tuple[int, float, dict[str, float]]]:
+    """Run `jobs` short jobs through the handler; sample every process's RSS every `every` jobs."""
+    from worker.serving.engine import EngineHandle
+    from worker.serving.handler import JobHandler
+
+    settings = load_settings(max_concurrency=concurrency)
+    handle = EngineHandle(settings)
+    handler = JobHandler(settings, handle).handle
+    semaphore = asyncio.Semaphore(concurrency)
+    samples: list[tuple[int, float, dict[str, float]]] = []
+    done = 0
+    started = time.perf_counter()
+
+    async def one(i: int) -> None:
+        nonlocal done
+        async with semaphore:
+            async for chunk in handler({"id": f"soak-{i}", "input": soak_job_input(i)}):
+                if "error" in chunk:
+                    raise RuntimeError(chunk["error"])
+        done += 1
+        if done % every == 0 or done == jobs:
+            samples.append((done, time.perf_counter() - started, process_rss_mb()))
+            print(render_soak_row(samples), flush=True)
+
+    try:
+        await handle.get()
+        samples.append((0, 0.0, process_rss_mb()))
+        print(render_soak_header(samples[0][2]), flush=True)
+        print(render_soak_row(samples), flush=True)
+        await asyncio.gather(*(one(i) for i in range(jobs)))
+    finally:
+        handle.shutdown()
+    return samples
+
+
+def render_soak_header(first: dict[str, float]) -> str:
+    names = " | ".join(f"{name} RSS MB (change)" for name in first)
+    return f"| jobs | s | {names} |\n|---:|---:|" + "---:|" * len(first)
+
+
+def render_soak_row(samples: list[tuple[int, float, dict[str, float]]]) -> str:
+    first = samples[0][2]
+    jobs, elapsed, rss = samples[-1]
+    cells = " | ".join(f"{rss.get(name, 0.0):.0f} ({rss.get(name, 0.0) - start:+.0f})" for name, start in first.items())
+    return f"| {jobs} | {elapsed:.0f} | {cells} |"
+
+
 def bind_cpu_threads(tp: int) -> None:
     """On vLLM's CPU backend each TP rank needs its own cores (VLLM_CPU_OMP_THREADS_BIND)."""
     from worker.parallel.layout import visible_gpus
@@ -205,7 +284,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=32, help="jobs per concurrency level (at least the concurrency)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating worker/vllm rounds; medians are reported")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--soak", type=int, metavar="N", help="instead: run N short jobs and print each process's RSS")
+    parser.add_argument("--soak-every", type=int, default=250, help="jobs between RSS samples in --soak")
+    parser.add_argument("--soak-concurrency", type=int, default=8)
     args = parser.parse_args()
+
+    if args.soak:
+        samples = asyncio.run(soak(args.soak, args.soak_concurrency, args.soak_every))
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump([{"jobs": n, "seconds": s, "rss_mb": rss} for n, s, rss in samples], out, indent=2)
+        return
 
     load_times: dict[int, float] = {}
     results: list[LoadResult] = []

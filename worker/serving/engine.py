@@ -26,6 +26,9 @@ log = logging.getLogger("worker.serving.engine")
 
 # Time for the SDK to post the failed jobs' results before the process goes.
 FATAL_EXIT_GRACE_S = 3.0
+# How long vLLM may take to stop its engine processes before it force-kills them (its default, 5 s, cut
+# short their own teardown: a force kill, and their shared memory leaked). They exit as soon as they are done.
+ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
 WATCHDOG_INTERVAL_S = 0.5
 
 
@@ -145,5 +148,5 @@ class EngineHandle:
         if self._watchdog is not None and not self._watchdog.get_loop().is_closed():
             self._watchdog.cancel()
         if self._engine is not None:
-            self._engine.shutdown()
+            self._engine.shutdown(timeout=ENGINE_SHUTDOWN_TIMEOUT_S)
             self._engine = None

@@ -21,11 +21,13 @@ from worker.serving.engine import EngineHandle, EngineStartError
 from worker.serving.errors import JobError
 from worker.serving.jobs import (
     build_engine_request,
+    check_job_input,
     engine_prompt,
     parse_job_input,
     sampling_error,
     sampling_params_model,
 )
+from worker.serving.limits import InputLimits
 from worker.serving.streaming import JobClock, final_result, stream_chunks
 from worker.vllm_api import VLLMValidationError
 
@@ -74,6 +76,7 @@ class JobHandler:
         self.engine = engine
         self._openai = None  # built on the first openai_route job
         self._openai_lock = asyncio.Lock()  # concurrent first openai jobs build it once
+        self._limits: InputLimits | None = None  # known once the engine is up
         sampling_params_model()  # build the schema now, not on the first job
 
     def concurrency(self, current: int) -> int:
@@ -116,17 +119,27 @@ class JobHandler:
             return JobError("engine_start_failed", str(error), "Fix the configuration named above; the worker restarts.")
         return self._unexpected(job_id, error)  # engine death and anything unforeseen: fail this job, log why
 
+    def _input_limits(self, engine: Any) -> InputLimits:
+        if self._limits is None:  # sized from the model's context and tokenizer, once
+            self._limits = InputLimits.of(
+                engine.get_tokenizer(), engine.model_config.max_model_len, self.settings.max_input_chars
+            )
+        return self._limits
+
     async def _run_native(self, job_input: Any, job_id: str, clock: JobClock) -> AsyncIterator[Any]:
-        job = parse_job_input(job_input)
         wait_started = time.perf_counter()
         engine = await self.engine.get()
         clock.engine_ready(time.perf_counter() - wait_started)
+        limits = self._input_limits(engine)
+        check_job_input(job_input, limits)  # before parsing: a huge input costs no more than its size check
+        job = parse_job_input(job_input)
         build = functools.partial(
             build_engine_request,
             job,
             engine.get_tokenizer(),
             max_model_len=engine.model_config.max_model_len,
             default_max_tokens=self.settings.default_max_tokens,
+            limits=limits,
         )
         # Tokenizing a long prompt takes milliseconds: off the event loop, where other jobs stream.
         request = await asyncio.to_thread(build) if job.prompt_chars() > LONG_PROMPT_CHARS else build()
@@ -158,7 +171,7 @@ class JobHandler:
         if self._openai is None:
             async with self._openai_lock:
                 if self._openai is None:
-                    self._openai = await OpenAIRoutes.create(engine, self.settings)
+                    self._openai = await OpenAIRoutes.create(engine, self.settings, self._input_limits(engine))
         async for chunk in self._openai.handle(job_input, job_id):
             yield chunk
 

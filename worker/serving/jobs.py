@@ -12,7 +12,9 @@ what this worker does instead (config/migration.py `OFFICIAL_JOB_FIELDS`; the RE
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass
 from functools import cache
@@ -29,6 +31,12 @@ from pydantic import (
 
 from config.migration import OFFICIAL_JOB_FIELDS
 from worker.serving.errors import JobError, from_validation_error, invalid_input
+from worker.serving.limits import (
+    INVALID_TEXT,
+    InputLimits,
+    field_path,
+    first_invalid_text,
+)
 from worker.vllm_api import RequestOutputKind, SamplingParams, VLLMValidationError
 
 # SamplingParams fields a job may set; the rest are vLLM internals.
@@ -133,6 +141,16 @@ class EngineRequest:
     stream: bool
 
 
+def check_job_input(raw: Any, limits: InputLimits) -> None:
+    """Refuse, before any parsing or tokenizing, an input over MAX_INPUT_CHARS or text that is not Unicode."""
+    size = limits.input_too_large(raw)
+    if size is not None:
+        raise invalid_input("input", *limits.describe_input_limit(size))
+    loc = first_invalid_text(raw)
+    if loc is not None:
+        raise invalid_input(field_path("input", loc), *INVALID_TEXT)
+
+
 def parse_job_input(raw: Any) -> NativeJobInput:
     if not isinstance(raw, dict):
         raise invalid_input("input", f"must be a JSON object, got {type(raw).__name__}")
@@ -147,9 +165,24 @@ def parse_job_input(raw: Any) -> NativeJobInput:
         # Errors raised inside sampling_params' own model carry paths relative to it.
         prefix = "input" if _is_top_level(error) else "input.sampling_params"
         raise from_validation_error(error, prefix=prefix) from None
+    except VLLMValidationError as error:
+        # Raised through pydantic by a vLLM class checking itself as it is built (not a ValueError, so unwrapped).
+        fields = _self_checking_fields()
+        raise sampling_error(error, parameter=fields[0] if len(fields) == 1 else None) from None
     # Keep the validated values (e.g. structured_outputs as vLLM's dataclass), only those the job set.
     job.sampling_params = {name: getattr(sampling, name) for name in sampling.model_fields_set}
     return job
+
+
+@cache
+def _self_checking_fields() -> tuple[str, ...]:
+    """The user fields typed as a vLLM dataclass, which checks its own values when built
+    (structured_outputs: StructuredOutputsParams)."""
+    hints = typing.get_type_hints(SamplingParams)
+    return tuple(
+        name for name in USER_SAMPLING_FIELDS
+        if any(dataclasses.is_dataclass(arg) for arg in (typing.get_args(hints[name]) or (hints[name],)))
+    )
 
 
 def _token_id_keys(sampling_params: dict[str, Any]) -> dict[str, Any]:
@@ -166,14 +199,22 @@ def _is_top_level(error: ValidationError) -> bool:
 
 
 def build_engine_request(
-    job: NativeJobInput, tokenizer: Any, *, max_model_len: int, default_max_tokens: int
+    job: NativeJobInput,
+    tokenizer: Any,
+    *,
+    max_model_len: int,
+    default_max_tokens: int,
+    limits: InputLimits | None = None,
 ) -> EngineRequest:
-    """Tokenize the prompt (rendering chat messages with the model's template) and make SamplingParams."""
-    prompt_token_ids = _tokenize(job, tokenizer)
+    """Tokenize the prompt (rendering chat messages with the model's template) and make SamplingParams.
+
+    With `limits`, a prompt too long in characters to fit the context is refused before it is tokenized."""
+    prompt_field = "input.messages" if job.messages is not None else "input.prompt"
+    prompt_token_ids = _tokenize(job, tokenizer, limits, prompt_field)
     room = max_model_len - len(prompt_token_ids)
     if room <= 0:
         raise invalid_input(
-            "input.messages" if job.messages is not None else "input.prompt",
+            prompt_field,
             f"the prompt is {len(prompt_token_ids)} tokens; this model's context is {max_model_len} tokens",
             "Shorten the prompt (or raise MAX_MODEL_LEN if the model supports a longer context).",
         )
@@ -204,23 +245,30 @@ def engine_prompt(engine: Any, prompt_token_ids: list[int]) -> Any:
     return prompt
 
 
-def _tokenize(job: NativeJobInput, tokenizer: Any) -> list[int]:
+def _tokenize(job: NativeJobInput, tokenizer: Any, limits: InputLimits | None, prompt_field: str) -> list[int]:
+    text = _prompt_text(job, tokenizer)
+    if limits is not None and limits.prompt_too_long(len(text)):
+        raise invalid_input(prompt_field, *limits.describe_prompt_limit(len(text)))
+    # The template already placed the special tokens in a chat.
+    return tokenizer.encode(text, add_special_tokens=job.messages is None)
+
+
+def _prompt_text(job: NativeJobInput, tokenizer: Any) -> str:
+    """The text to tokenize: the prompt, or the chat rendered with the model's template."""
     if job.prompt is not None:
         if not job.prompt:
             raise invalid_input("input.prompt", "is empty", "Send the text to complete.")
-        return tokenizer.encode(job.prompt)
+        return job.prompt
     messages = [message.model_dump(exclude_none=True) for message in job.messages or []]
     template_kwargs = _chat_template_kwargs(job, tokenizer) if job.chat_template_kwargs else {}
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
     except Exception as error:  # a template raises whatever its author chose
         raise invalid_input(
             "input.messages",
             f"the model's chat template rejected them: {error}",
             "Check the roles and their order for this model (some templates need user/assistant turns to alternate).",
         ) from None
-    # The template already placed the special tokens.
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def _chat_template_kwargs(job: NativeJobInput, tokenizer: Any) -> dict[str, Any]:
@@ -267,11 +315,22 @@ def _check_bounds(params: dict[str, Any]) -> None:
             )
 
 
-def sampling_error(error: Exception) -> JobError:
-    message = str(error)
-    field = getattr(error, "parameter", None) or next((name for name in USER_SAMPLING_FIELDS if name in message), None)
+# Whole field names only ("n" is not the n of "stop cannot contain..."); the alternation tries longer names
+# first, and the first name in the message wins: vLLM names the field a check is about before any value it echoes.
+_FIELD_NAME = re.compile(r"(?<!\w)(" + "|".join(sorted(USER_SAMPLING_FIELDS, key=len, reverse=True)) + r")(?!\w)")
+
+
+def sampling_error(error: Exception, parameter: str | None = None) -> JobError:
+    """vLLM's refusal of a sampling parameter, naming the field: `parameter` when the caller knows it, else
+    vLLM's own when it gives one, else the field the message names, else just input.sampling_params."""
+    parameter = parameter or getattr(error, "parameter", None)
+    # VLLMValidationError's str() appends "(parameter=..., value=...)": the message is its first argument.
+    message = str(error.args[0]) if isinstance(error, VLLMValidationError) and error.args else str(error)
+    if parameter not in USER_SAMPLING_FIELDS:  # none given, or one a job cannot set (not under sampling_params)
+        named = _FIELD_NAME.search(message)
+        parameter = named.group(1) if named else None
     return invalid_input(
-        f"input.sampling_params.{field}" if field else "input.sampling_params",
+        f"input.sampling_params.{parameter}" if parameter else "input.sampling_params",
         message,
         "See vLLM's SamplingParams documentation for the allowed range.",
     )

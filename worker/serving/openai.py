@@ -41,6 +41,12 @@ from starlette.datastructures import State
 
 from config.settings import WorkerSettings, config_error
 from worker.serving.errors import JobError
+from worker.serving.limits import (
+    INVALID_TEXT,
+    InputLimits,
+    first_invalid_text,
+    text_chars,
+)
 from worker.serving.streaming import coalesce_events, until
 from worker.vllm_api import (
     AsyncLLM,
@@ -69,9 +75,10 @@ ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 class OpenAIRoutes:
     """vLLM's serving objects for /v1/models, /v1/chat/completions and /v1/completions."""
 
-    def __init__(self, engine: AsyncLLM, state: State, settings: WorkerSettings) -> None:
+    def __init__(self, engine: AsyncLLM, state: State, settings: WorkerSettings, limits: InputLimits) -> None:
         self.engine = engine
         self.settings = settings
+        self.limits = limits
         self.models = state.openai_serving_models
         self.serving = {
             "/v1/chat/completions": (ChatCompletionRequest, state.openai_serving_chat.create_chat_completion),
@@ -79,14 +86,16 @@ class OpenAIRoutes:
         }
 
     @classmethod
-    async def create(cls, engine: AsyncLLM, settings: WorkerSettings) -> OpenAIRoutes:
+    async def create(cls, engine: AsyncLLM, settings: WorkerSettings, limits: InputLimits | None = None) -> OpenAIRoutes:
         """vLLM's app state on the running engine, as `vllm serve` builds it from its options."""
         args = server_args(settings, engine.model_config.model)
         # The reasoning parser is an engine option: the app state reads it from the engine's config.
         args.structured_outputs_config = engine.vllm_config.structured_outputs_config
         state = State()
         await init_app_state(engine, state, args, await engine.get_supported_tasks())
-        return cls(engine, state, settings)
+        if limits is None:
+            limits = InputLimits.of(engine.get_tokenizer(), engine.model_config.max_model_len, settings.max_input_chars)
+        return cls(engine, state, settings, limits)
 
     async def handle(self, job_input: dict, job_id: str) -> AsyncIterator[Any]:
         """One openai_route job -> its output chunks (see the module docstring)."""
@@ -141,8 +150,44 @@ class OpenAIRoutes:
                 param="openai_route",
             )
         request_model, create = self.serving[route]
+        refused = _over_limits(body, self.limits)
+        if refused is not None:
+            return refused
         request = _parse(request_model, body)
         return request if isinstance(request, ErrorResponse) else await create(request)
+
+
+def _over_limits(body: Any, limits: InputLimits) -> ErrorResponse | None:
+    """The worker sees the body before vLLM: a body over MAX_INPUT_CHARS, text that is not Unicode, or a prompt
+    too long in characters for the context is refused before vLLM validates, renders or tokenizes it."""
+    size = limits.input_too_large(body)
+    if size is not None:
+        problem, fix = limits.describe_input_limit(size)
+        return create_error_response(
+            f"{problem}. {fix}", err_type="RequestEntityTooLarge",
+            status_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE, param="openai_input",
+        )
+    loc = first_invalid_text(body)
+    if loc is not None:
+        param = ".".join(map(str, loc)) or "openai_input"
+        problem, fix = INVALID_TEXT
+        return create_error_response(f"{param}: {problem}. {fix}", err_type=HTTPStatus.BAD_REQUEST.phrase, param=param)
+    if not isinstance(body, dict):
+        return None
+    # A completions prompt is one text or a list of them (or token ids, which vLLM counts cheaply itself).
+    texts: list[tuple[str, int]] = []
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        texts.append(("prompt", len(prompt)))
+    elif isinstance(prompt, list):
+        texts += [(f"prompt.{i}", len(text)) for i, text in enumerate(prompt) if isinstance(text, str)]
+    if "messages" in body:
+        texts.append(("messages", text_chars(body["messages"])))
+    for param, chars in texts:
+        if limits.prompt_too_long(chars):
+            problem, fix = limits.describe_prompt_limit(chars)
+            return create_error_response(f"{problem}. {fix}", err_type=HTTPStatus.BAD_REQUEST.phrase, param=param)
+    return None
 
 
 def _parse(request_model: type[BaseModel], body: Any) -> BaseModel | ErrorResponse:
