@@ -68,11 +68,16 @@ def main() -> None:
         log.error("%s", error)
         sys.exit(2)
 
+    if settings.in_cluster:
+        from worker.serving.cluster import prepare_node
+
+        prepare_node(settings)  # nodes 1..N-1 run vLLM's headless workers in here and never return
+
     from worker.fitness import register_fitness_checks
 
     register_fitness_checks(settings)
     engine = EngineHandle(settings)
-    if settings.warm_start:
+    if settings.warm_start or settings.in_cluster:  # across nodes the engine starts with the worker
         if runs_job_loop(sys.argv[1:]):
             run_fitness_checks_now()
         try:

@@ -82,11 +82,47 @@ def build_engine_args(
         # Per-request log lines would carry prompts into the logs.
         "enable_log_requests": False,
     }
+    if settings.in_cluster:
+        # vLLM's multiprocessing multi-node executor; node 0 runs the engine, the others its headless workers.
+        args.update(
+            distributed_executor_backend="mp",
+            nnodes=settings.cluster_nodes,
+            node_rank=settings.cluster_node_rank,
+            master_addr=settings.cluster_master_addr,
+            # Bounds the wait for the other nodes at start (and any collective later).
+            distributed_timeout_seconds=settings.cluster_join_timeout_s,
+        )
+        if settings.cluster_master_port:
+            args["master_port"] = settings.cluster_master_port
     args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
     try:
         return AsyncEngineArgs(**args)
     except (TypeError, ValueError) as error:
         raise SettingsError(f"Invalid worker configuration:\n  ENGINE_ARGS: {error}") from None
+
+
+def engine_args_for(settings: WorkerSettings) -> AsyncEngineArgs:
+    """The model downloaded, the layout planned and logged, and the engine arguments built: the one path from
+    settings to engine arguments (node 0's engine and a cluster follower's workers both take it)."""
+    from worker.model_files.config_json import read_model_config
+    from worker.model_files.download import ensure_model
+    from worker.parallel.layout import plan_parallelism, visible_gpus
+
+    model_path = ensure_model(settings)
+    model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
+    plan = plan_parallelism(settings, model_config, visible_gpus())
+    log.info("parallelism: %s", plan.summary)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
+    log.info(
+        "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
+        settings.model_name,
+        plan.tensor_parallel_size,
+        plan.pipeline_parallel_size,
+        settings.dtype,
+    )
+    return args
 
 
 def _as_config(field: dataclasses.Field, value: Any) -> Any:
@@ -153,28 +189,19 @@ class EngineHandle:
             raise self._start_failed(error) from None
 
     def _build_unguarded(self) -> AsyncLLM:
-        from worker.model_files.config_json import read_model_config
-        from worker.model_files.download import ensure_model
-        from worker.parallel.layout import plan_parallelism, visible_gpus
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
-        settings = self.settings
-        model_path = ensure_model(settings)
-        model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
-        plan = plan_parallelism(settings, model_config, visible_gpus())
-        log.info("parallelism: %s", plan.summary)
-        for warning in plan.warnings:
-            log.warning("%s", warning)
-        args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
-        log.info(
-            "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
-            settings.model_name,
-            plan.tensor_parallel_size,
-            plan.pipeline_parallel_size,
-            settings.dtype,
-        )
-        engine = AsyncLLM.from_engine_args(args)
+        args = engine_args_for(self.settings)
+        try:
+            engine = AsyncLLM.from_engine_args(args)
+        except Exception as error:
+            waited = time.perf_counter() - started
+            if self.settings.in_cluster and waited >= self.settings.cluster_join_timeout_s:
+                from worker.serving.cluster import join_failure
+
+                raise EngineStartError(f"{join_failure(self.settings, args.master_port, waited)} ({error})") from error
+            raise
         self.load_seconds = time.perf_counter() - started
         log.info("engine ready in %.1f s", self.load_seconds)
         return engine
