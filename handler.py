@@ -60,6 +60,10 @@ def main() -> None:
         sys.exit(2)
     configure_logging(settings.worker_log_level)
     log.info("settings: %s", settings.masked())
+    if settings.in_cluster:
+        from worker.serving.cluster import prepare_node
+
+        prepare_node(settings)  # nodes 1..N-1 run vLLM's headless workers in here and never return
     try:
         from worker.serving.openai import server_args
 
@@ -67,11 +71,6 @@ def main() -> None:
     except SettingsError as error:
         log.error("%s", error)
         sys.exit(2)
-
-    if settings.in_cluster:
-        from worker.serving.cluster import prepare_node
-
-        prepare_node(settings)  # nodes 1..N-1 run vLLM's headless workers in here and never return
 
     from worker.fitness import register_fitness_checks
 
