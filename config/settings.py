@@ -198,7 +198,8 @@ class WorkerSettings(BaseSettings):
         "CLUSTER_NODE_ADDR (ens1 on RunPod), else ens1.",
     )
     nccl_socket_ifname: str | None = Field(
-        default=None, description="Network interface for NCCL between nodes, kept as given; default as GLOO_SOCKET_IFNAME."
+        default=None,
+        description="Network interface for NCCL between nodes, kept as given; default as GLOO_SOCKET_IFNAME.",
     )
     cluster_join_timeout_s: int = Field(
         default=600, ge=1,

@@ -46,7 +46,8 @@ def start_api_node0(tiny_model: Path, log_dir: Path, master_port: int, **extra: 
 def wait_for_log(process: WorkerProcess, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while text not in process.log():
-        assert process.proc.poll() is None, f"exited ({process.proc.returncode}) before {text!r}:\n{process.log()[-4000:]}"
+        code = process.proc.poll()
+        assert code is None, f"exited ({code}) before {text!r}:\n{process.log()[-4000:]}"
         assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{process.log()[-4000:]}"
         time.sleep(0.5)
 
