@@ -120,6 +120,16 @@ def test_cpu_cluster_runs_one_pipeline_stage_per_node_and_refuses_eager_mode():
         plan_parallelism(eager, config, GpuInventory(0))
 
 
+def test_fitness_check_without_config_counts_one_nodes_share_of_the_gpus():
+    from worker.fitness import check_gpu_count
+
+    settings = load_settings(model_name="org/model", tensor_parallel_size=8, pipeline_parallel_size=2,
+                             cluster_num_nodes=2, cluster_node_rank=0, cluster_master_addr="10.0.0.1")
+    check_gpu_count(settings, node(8, 80))  # 16 GPUs over 2 nodes: 8 each
+    with pytest.raises(ParallelismError, match="needs 8 GPUs, but this pod has 4"):
+        check_gpu_count(settings, node(4, 80))
+
+
 def test_plan_cli_shows_per_gpu_figures_for_the_cluster():
     done = subprocess.run(
         [sys.executable, "-m", "worker.plan", str(MODEL_CONFIGS / "meta-llama--Llama-3.1-405B.json"),
