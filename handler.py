@@ -79,6 +79,10 @@ def main() -> None:
         settings = load_settings()
         configure_logging(settings.worker_log_level)
         log.info("settings: %s", settings.masked())
+        if settings.in_cluster:
+            from worker.serving.cluster import prepare_node
+
+            prepare_node(settings)  # nodes 1..N-1 run vLLM's headless workers in here and never return
         check_configuration(settings)
     except SettingsError as error:
         log.error("%s", error)
@@ -88,7 +92,7 @@ def main() -> None:
 
     register_fitness_checks(settings)
     engine = EngineHandle(settings)
-    if settings.warm_start:
+    if settings.warm_start or settings.in_cluster:  # across nodes the engine starts with the worker
         if runs_job_loop(sys.argv[1:]):
             run_fitness_checks_now()
         try:

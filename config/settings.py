@@ -14,6 +14,7 @@ import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BeforeValidator,
     Field,
     SecretStr,
@@ -172,6 +173,56 @@ class WorkerSettings(BaseSettings):
         "--tool-strict-level parameter --default-chat-template-kwargs '{\"enable_thinking\": false}'",
     )
 
+    # --- multi-node (RunPod Instant Clusters) -------------------------------------------------------
+    # Each reads the worker's own CLUSTER_* variable first, else the one RunPod sets on an Instant Cluster.
+    cluster_num_nodes: int | None = Field(
+        default=None, ge=1, le=64, validation_alias=AliasChoices("cluster_num_nodes", "num_nodes"),
+        description="Nodes the model spans (default RunPod's NUM_NODES); more than 1 runs one engine across "
+        "the cluster: tensor parallelism inside each node, pipeline parallelism across nodes.",
+    )
+    cluster_node_rank: int | None = Field(
+        default=None, ge=0, le=63, validation_alias=AliasChoices("cluster_node_rank", "node_rank"),
+        description="This node's rank (default RunPod's NODE_RANK): 0 serves jobs, 1..N-1 run vLLM's "
+        "headless workers only.",
+    )
+    cluster_master_addr: str | None = Field(
+        default=None, validation_alias=AliasChoices("cluster_master_addr", "primary_addr"),
+        description="Address of node 0 that every node connects to (default RunPod's PRIMARY_ADDR).",
+    )
+    cluster_master_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("cluster_master_port", "primary_port"),
+        description="Port on node 0 for vLLM's process group (default RunPod's PRIMARY_PORT, else vLLM's 29501).",
+    )
+    cluster_node_addr: str | None = Field(
+        default=None, validation_alias=AliasChoices("cluster_node_addr", "node_addr"),
+        description="This node's address on the cluster network (default RunPod's NODE_ADDR); vLLM advertises "
+        "it (VLLM_HOST_IP) and its interface carries gloo and NCCL traffic.",
+    )
+    cluster_gpus_per_node: int | None = Field(
+        default=None, ge=1, le=64, validation_alias=AliasChoices("cluster_gpus_per_node", "num_trainers"),
+        description="GPUs on each node (default RunPod's NUM_TRAINERS); every node must see this many, so all "
+        "nodes plan the same layout. Default: the GPUs node 0 sees.",
+    )
+    gloo_socket_ifname: str | None = Field(
+        default=None,
+        description="Network interface for gloo between nodes, kept as given; default the interface holding "
+        "CLUSTER_NODE_ADDR (ens1 on RunPod), else ens1.",
+    )
+    nccl_socket_ifname: str | None = Field(
+        default=None,
+        description="Network interface for NCCL between nodes, kept as given; default as GLOO_SOCKET_IFNAME.",
+    )
+    cluster_join_timeout_s: int = Field(
+        default=600, ge=1,
+        description="How long node 0 waits for the other nodes to join (and they for node 0) before it stops "
+        "with a message naming the missing node ranks.",
+    )
+    cluster_step_timeout_s: int = Field(
+        default=60, ge=1,
+        description="A model step that gets no answer from every node within this long fails the in-flight jobs "
+        "and stops node 0 (a node died); sets vLLM's VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS.",
+    )
+
     @field_validator("model_name")
     @classmethod
     def _model_name_given(cls, value: str) -> str:
@@ -196,6 +247,36 @@ class WorkerSettings(BaseSettings):
                 "tool-call format (e.g. hermes, llama3_json, mistral)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _cluster_is_complete(self) -> "WorkerSettings":
+        if not self.in_cluster:
+            return self
+        if self.cluster_node_rank is None or self.cluster_node_rank >= self.cluster_nodes:
+            raise ValueError(
+                f"CLUSTER_NUM_NODES (or NUM_NODES)={self.cluster_nodes} needs CLUSTER_NODE_RANK (or NODE_RANK) "
+                f"from 0 to {self.cluster_nodes - 1}; it is {self.cluster_node_rank}"
+            )
+        if not self.cluster_master_addr:
+            raise ValueError(
+                f"CLUSTER_NUM_NODES (or NUM_NODES)={self.cluster_nodes} needs CLUSTER_MASTER_ADDR (or PRIMARY_ADDR), "
+                "the address of node 0"
+            )
+        return self
+
+    @property
+    def cluster_nodes(self) -> int:
+        """Nodes the engine spans: 1 on a single pod."""
+        return self.cluster_num_nodes or 1
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.cluster_nodes > 1
+
+    @property
+    def is_follower(self) -> bool:
+        """A node 1..N-1 of a cluster: it runs vLLM's headless workers, not the job handler."""
+        return self.in_cluster and bool(self.cluster_node_rank)
 
     @property
     def hub_token(self) -> str | None:

@@ -86,6 +86,8 @@ def check_gpu_count(settings: "WorkerSettings", gpus: GpuInventory) -> None:
         return  # vLLM's CPU backend: processes, not GPUs
     tp, pp = settings.tensor_parallel_size, settings.pipeline_parallel_size
     needed = pp if tp == "auto" else int(tp) * pp
+    if settings.in_cluster:  # pipeline stages spread over the nodes: each needs its share
+        needed = -(-needed // settings.cluster_nodes)
     if needed > gpus.count:
         raise ParallelismError(
             f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp} needs {needed} GPUs, but this pod has "

@@ -3,6 +3,7 @@
     python -m worker.plan meta-llama/Meta-Llama-3-70B --gpus 8 --gpu-memory 80
     python -m worker.plan ./my-model --gpus 4 --gpu-memory 48 --dtype fp8 --max-model-len 32768
     python -m worker.plan config.json                  # on a pod: its own GPUs and topology
+    python -m worker.plan meta-llama/Llama-3.1-405B --nodes 2 --gpus 8 --gpu-memory 80   # an Instant Cluster
 
 MODEL is a hub id (only config.json is fetched; HF_TOKEN for gated models), a local folder or a config.json.
 Exit status: 0 when a configuration fits, 1 when none does, 2 for bad arguments or an unreadable model.
@@ -57,7 +58,10 @@ def _default(setting: str):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="hub id (org/name), local model folder, or path to a config.json")
-    parser.add_argument("--gpus", type=int, help="GPUs in the pod (default: this machine's visible GPUs)")
+    parser.add_argument("--gpus", type=int, help="GPUs in the pod, or in each node with --nodes (default: this "
+                        "machine's visible GPUs)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes of a cluster (as CLUSTER_NUM_NODES): TP inside a "
+                        "node, PP across nodes; --gpus is per node")
     parser.add_argument(
         "--gpu-memory",
         type=float,
@@ -99,6 +103,8 @@ def pod_gpus(args: argparse.Namespace) -> GpuInventory:
         raise SystemExit("error: no GPUs readable on this machine: pass --gpus N and --gpu-memory GB")
     if count < 1:
         raise SystemExit("error: --gpus must be at least 1")
+    if args.nodes < 1:
+        raise SystemExit("error: --nodes must be at least 1")
     links = local.links if local and local.count == count else None
     if args.topology:
         try:
@@ -130,6 +136,7 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
             precision=precision,
             gpu_memory_utilization=args.gpu_memory_utilization,
             max_model_len=args.max_model_len,
+            nodes=args.nodes,
         )
         chosen, failure = plan.tensor_parallel_size, None
     except ParallelismError as error:
@@ -140,37 +147,48 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
         f"{shape.describe()}, head dim {shape.head_dim}",
         f"Precision  {precision.name}: weights {format_bytes(weight_bytes(shape, precision))} in total; KV cache "
         f"{format_bytes(kv_bytes_per_token(shape, precision))} per token ({precision.kv_bytes}-byte values)",
-        f"Pod        {gpus.describe()}; GPU_MEMORY_UTILIZATION {args.gpu_memory_utilization:.2f} -> "
+        f"{'Cluster' if args.nodes > 1 else 'Pod':<10} {f'{args.nodes} nodes x ' if args.nodes > 1 else ''}"
+        f"{gpus.describe()}; GPU_MEMORY_UTILIZATION {args.gpu_memory_utilization:.2f} -> "
         f"{format_bytes(usable)} per GPU for weights + KV cache ({format_bytes(RUNTIME_RESERVE_BYTES)} kept for "
         "activations)",
-        f"Context    MAX_MODEL_LEN {max_len:,} tokens; PIPELINE_PARALLEL_SIZE {pp}",
+        f"Context    MAX_MODEL_LEN {max_len:,} tokens; "
+        + (f"PIPELINE_PARALLEL_SIZE = {args.nodes} x {gpus.count} GPUs / TP" if args.nodes > 1
+           else f"PIPELINE_PARALLEL_SIZE {pp}"),
         f"Valid TENSOR_PARALLEL_SIZE: {', '.join(map(str, valid))}",
         "",
     ]
-    header = f"{'TP':>4} {'GPUs':>5} {'weights/GPU':>12}"
+    header = f"{'TP':>4}" + (f" {'PP':>4}" if args.nodes > 1 else "") + f" {'GPUs':>5} {'weights/GPU':>12}"
     header += f" {'8-bit/GPU':>10}" if show_eight_bit else ""
     header += f" {'KV/token/GPU':>13} {'KV tokens':>12}  fits"
     out.append(header)
     for tp in valid:
+        if args.nodes > 1:  # across nodes the pipeline size follows from TP: TP x PP = all the cluster's GPUs
+            if tp > gpus.count:
+                continue  # tensor parallelism stays inside a node
+            pp = args.nodes * gpus.count // tp
         row = plan_memory(shape, precision, tp=tp, pp=pp, gpu_memory_bytes=memory,
                           gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len)
-        problem = layout_problem(tp, pp, gpus.count, row)
+        problem = layout_problem(tp, pp, gpus.count, row, args.nodes)
         verdict = "yes" if problem is None else f"no: {problem}"
         if tp == chosen:
             verdict += "   <- recommended"
-        line = f"{tp:>4} {tp * pp:>5} {format_bytes(row.weight_bytes_per_gpu):>12}"
+        line = f"{tp:>4}" + (f" {pp:>4}" if args.nodes > 1 else "") + f" {tp * pp:>5} "
+        line += f"{format_bytes(row.weight_bytes_per_gpu):>12}"
         if show_eight_bit:
             line += f" {format_bytes(weight_bytes(shape, eight_bit, tp, pp)):>10}"
         line += f" {format_bytes(row.kv_bytes_per_token):>13} {row.kv_tokens:>12,}  {verdict}"
         out.append(line)
     out.append("")
     if plan is not None:
-        out.append(f"Recommended: TENSOR_PARALLEL_SIZE={plan.tensor_parallel_size}  ({plan.summary})")
+        recommended = f"TENSOR_PARALLEL_SIZE={plan.tensor_parallel_size}"
+        if args.nodes > 1:
+            recommended += f" x PIPELINE_PARALLEL_SIZE={plan.pipeline_parallel_size}"
+        out.append(f"Recommended: {recommended}  ({plan.summary})")
         for warning in plan.warnings:
             out.append(f"Warning: {warning}")
     else:
         out.append(f"No configuration fits:\n{failure}")
-    if gpus.count > 1:
+    if gpus.count > 1 and args.nodes == 1:
         group = list(range(chosen or min(gpus.count, max(t for t in valid if t * pp <= gpus.count))))
         out.append(f"Interconnect: {topology.describe_links(gpus.links, group)}")
     if show_eight_bit:

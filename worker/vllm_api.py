@@ -29,10 +29,12 @@ from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
 from vllm.sampling_params import RequestOutputKind
 from vllm.tool_parsers import ToolParserManager
+from vllm.usage.usage_lib import UsageContext
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.utils.import_utils import import_plugin
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
+from vllm.v1.executor.multiproc_executor import MultiprocExecutor
 
 __all__ = [
     "AsyncEngineArgs",
@@ -44,11 +46,13 @@ __all__ = [
     "EngineDeadError",
     "ErrorResponse",
     "FlexibleArgumentParser",
+    "MultiprocExecutor",
     "ReasoningParserManager",
     "RequestOutput",
     "RequestOutputKind",
     "SamplingParams",
     "ToolParserManager",
+    "UsageContext",
     "VLLMValidationError",
     "clean_loc_for_param",
     "create_error_response",

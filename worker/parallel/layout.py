@@ -42,6 +42,7 @@ __all__ = [
     "ParallelPlan",
     "ParallelismError",
     "choose_parallelism",
+    "cluster_layouts",
     "plan_parallelism",
     "tp_problem",
     "valid_tp_sizes",
@@ -60,9 +61,15 @@ class ParallelPlan:
     valid_sizes: tuple[int, ...] = ()
 
 
-def layout_problem(tp: int, pp: int, gpu_count: int, row: MemoryRow | None) -> str | None:
-    """Why TP x PP cannot run on `gpu_count` GPUs with memory `row`, or None: the fit verdict that the start-up
-    decision enforces and the plan CLI shows for every valid size."""
+def layout_problem(tp: int, pp: int, gpu_count: int, row: MemoryRow | None, nodes: int = 1) -> str | None:
+    """Why TP x PP cannot run on `nodes` nodes of `gpu_count` GPUs with memory `row`, or None: the fit verdict
+    that the start-up decision enforces and the plan CLI shows for every valid size."""
+    if nodes > 1:
+        if gpu_count % tp:
+            return f"TP {tp} does not divide a node's {gpu_count} GPUs (TP stays inside a node)"
+        if tp * pp != nodes * gpu_count:
+            return f"TP x PP must equal the cluster's {nodes * gpu_count} GPUs"
+        return row.problem() if row is not None and not row.fits else None
     if tp * pp > gpu_count:
         return f"needs {tp * pp} GPUs, the pod has {gpu_count}"
     if pp > 1 and tp * pp != gpu_count:
@@ -88,6 +95,8 @@ def plan_parallelism(settings: "WorkerSettings", model_config: dict[str, Any], g
         ),
         gpu_memory_utilization=settings.gpu_memory_utilization,
         max_model_len=settings.max_model_len,
+        nodes=settings.cluster_nodes,
+        enforce_eager=settings.enforce_eager,
     )
 
 
@@ -101,13 +110,16 @@ def choose_parallelism(
     precision: Precision,
     gpu_memory_utilization: float,
     max_model_len: int | None,
+    nodes: int = 1,
+    enforce_eager: bool = False,
 ) -> ParallelPlan:
-    """`plan_parallelism` without the settings object (the CLI calls this)."""
+    """`plan_parallelism` without the settings object (the CLI calls this). `gpus` are one node's; with
+    `nodes` > 1 the engine spans that many such nodes (TP inside a node, PP across nodes)."""
     shape = ModelShape.from_config(model_config)
     valid = valid_sizes_of(shape)
     pp = pipeline_parallel_size
     context = _Context(model_name, shape, valid, pp, gpus, precision, gpu_memory_utilization,
-                       default_max_model_len(shape, max_model_len))
+                       default_max_model_len(shape, max_model_len), nodes)
     if gpus.error:
         raise ParallelismError(
             f"NVIDIA GPUs are present but cannot be read ({gpus.error}); this pod cannot run {model_name}."
@@ -117,9 +129,20 @@ def choose_parallelism(
             f"PIPELINE_PARALLEL_SIZE={pp} exceeds the {shape.num_layers} layers of {model_name}: "
             "each pipeline stage needs at least one layer."
         )
-    if gpus.count == 0:
-        return _plan_cpu(context, requested_tp)
-    return _plan_gpus(context, requested_tp)
+    if nodes > 1:
+        plan = _plan_cluster(context, requested_tp)
+    elif gpus.count == 0:
+        plan = _plan_cpu(context, requested_tp)
+    else:
+        plan = _plan_gpus(context, requested_tp)
+    if enforce_eager and gpus.count == 0 and plan.pipeline_parallel_size > 1:
+        # vLLM 0.32's CPU runner warms up (and so allocates the tensors passed between pipeline stages) only
+        # when it compiles: in eager mode the first request fails in every stage after the first.
+        raise ParallelismError(
+            f"ENFORCE_EAGER=true does not work with PIPELINE_PARALLEL_SIZE={plan.pipeline_parallel_size} on "
+            "vLLM's CPU backend (its later pipeline stages fail the first request): set ENFORCE_EAGER=false."
+        )
+    return plan
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,7 @@ class _Context:
     precision: Precision
     utilization: float
     max_model_len: int
+    nodes: int = 1
 
     def memory(self, tp: int, pp: int | None = None, precision: Precision | None = None) -> MemoryRow | None:
         if not self.gpus.min_memory_bytes:
@@ -234,6 +258,99 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
 
 
+def cluster_layouts(shape: ModelShape, valid: list[int], gpus_per_node: int, nodes: int) -> list[tuple[int, int]]:
+    """Every (TP, PP) that uses all GPUs of `nodes` nodes with TP inside a node, largest TP first: TP divides the
+    node's GPUs, TP x PP = nodes x GPUs per node, and each pipeline stage keeps at least one layer."""
+    total = nodes * gpus_per_node
+    return [
+        (tp, total // tp)
+        for tp in reversed(valid)
+        if gpus_per_node % tp == 0 and total // tp <= shape.num_layers
+    ]
+
+
+def _plan_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
+    """One engine across `ctx.nodes` nodes: TP inside a node, PP across nodes (TP x PP = all their GPUs)."""
+    nodes, per_node = ctx.nodes, ctx.gpus.count
+    where = f"{nodes} nodes x {ctx.gpus.describe()}"
+    if per_node == 0:
+        # vLLM's CPU backend: each node runs TP CPU processes per pipeline stage it holds.
+        tp = 1 if requested_tp == "auto" else int(requested_tp)
+        pp = ctx.pp if ctx.pp > 1 else nodes
+        problem = tp_problem(ctx.shape, tp)
+        if problem is None and pp % nodes:
+            problem = f"PIPELINE_PARALLEL_SIZE={pp} does not split into {nodes} nodes"
+        if problem is None and pp > ctx.shape.num_layers:
+            problem = f"{pp} pipeline stages exceed the model's {ctx.shape.num_layers} layers"
+        if problem:
+            raise ParallelismError(
+                f"TENSOR_PARALLEL_SIZE={requested_tp} x PIPELINE_PARALLEL_SIZE={ctx.pp} does not work for "
+                f"{ctx.describe_model()} on {where}: {problem}. Valid layouts: TENSOR_PARALLEL_SIZE=<one of "
+                f"{ctx.sizes()}> x PIPELINE_PARALLEL_SIZE={nodes} (one stage per node)."
+            )
+        summary = (
+            f"cluster of {where}: TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}, "
+            f"{tp * pp // nodes} CPU process(es) per node"
+        )
+        return ParallelPlan(tp, pp, summary, valid_sizes=tuple(ctx.valid))
+
+    layouts = cluster_layouts(ctx.shape, ctx.valid, per_node, nodes)
+    rows = {tp: ctx.memory(tp, pp) for tp, pp in layouts}
+    fitting = [(tp, pp) for tp, pp in layouts if rows[tp] is None or rows[tp].fits]
+
+    def named(options: list[tuple[int, int]]) -> str:
+        return ", ".join(f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}" for tp, pp in options) or "none"
+
+    def refuse(setting: str, problem: str) -> ParallelismError:
+        return ParallelismError(
+            f"{setting} does not work for {ctx.describe_model()} on {where}: {problem}. Across nodes, "
+            f"TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE must equal the cluster's {nodes * per_node} GPUs, "
+            f"with tensor parallelism inside a node. Valid layouts that fit: {named(fitting)} "
+            f"(all valid layouts: {named(layouts)})."
+        )
+
+    requested_pp = ctx.pp if ctx.pp > 1 else None  # PIPELINE_PARALLEL_SIZE=1 (the default) means: from TP
+    if requested_tp == "auto":
+        candidates = [(tp, pp) for tp, pp in fitting if requested_pp in (None, pp)]
+        setting = "TENSOR_PARALLEL_SIZE=auto" + (f" x PIPELINE_PARALLEL_SIZE={requested_pp}" if requested_pp else "")
+        if not candidates:
+            biggest = rows.get(layouts[0][0]) if layouts else None
+            problem = biggest.problem() if biggest is not None and not biggest.fits else "no layout is left"
+            raise refuse(setting, problem or "no layout fits")
+        tp, pp = candidates[0]  # the largest TP: fewest pipeline stages
+        head = f"TENSOR_PARALLEL_SIZE=auto -> {tp}"
+    else:
+        tp = int(requested_tp)
+        setting = f"TENSOR_PARALLEL_SIZE={tp}" + (f" x PIPELINE_PARALLEL_SIZE={requested_pp}" if requested_pp else "")
+        pp = nodes * per_node // tp
+        problem = tp_problem(ctx.shape, tp)
+        if problem is None and per_node % tp:
+            problem = f"TP {tp} does not divide the {per_node} GPUs of a node"
+        if problem is None and requested_pp not in (None, pp):
+            problem = f"TP {tp} x PP {requested_pp} = {tp * requested_pp} GPUs"
+        if problem is None and pp > ctx.shape.num_layers:
+            problem = f"{pp} pipeline stages exceed the model's {ctx.shape.num_layers} layers"
+        if problem is None and rows.get(tp) is not None and not rows[tp].fits:
+            problem = rows[tp].problem()
+        if problem:
+            raise refuse(setting, problem)
+        head = f"TENSOR_PARALLEL_SIZE={tp} (set)"
+    row = rows.get(tp)
+    warnings = [] if row is not None else [
+        f"GPU memory unknown ({ctx.gpus.source}): memory plan skipped, vLLM will check it."
+    ]
+    summary = (
+        f"cluster of {where}: {head}, PIPELINE_PARALLEL_SIZE={pp} ({pp // nodes} stage(s) per node); "
+        f"valid layouts {named(layouts)}"
+    )
+    if row is not None:
+        summary += (
+            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, "
+            f"KV cache ~{row.kv_tokens:,} tokens"
+        )
+    return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
+
+
 def _pipeline_error(ctx: _Context, tp: int, *, auto: bool) -> str:
     """TP x PP differs from the visible GPUs with pipeline stages: say what would make them equal."""
     count, pp = ctx.gpus.count, ctx.pp
@@ -326,5 +443,5 @@ def _more_gpus_option(ctx: _Context) -> str:
         f"- more GPUs: it needs {tp * pp} GPUs of {memory}, more than one {GPUS_PER_NODE}-GPU node. Tensor "
         f"parallelism stays inside a node (NVLink); pipeline parallelism spans nodes: TENSOR_PARALLEL_SIZE={tp} x "
         f"PIPELINE_PARALLEL_SIZE={pp} = {tp * pp} GPUs on {pp} nodes (TP x PP must equal the GPUs used; a "
-        "serverless worker is one pod, so this needs a multi-node cluster)"
+        "serverless worker is one pod, so this needs a RunPod Instant Cluster: see the README's Multi-node section)"
     )

@@ -92,29 +92,20 @@ class EngineHandle:
             raise self._start_failed(error) from None
 
     def _build_unguarded(self) -> AsyncLLM:
-        from worker.model_files.config_json import read_model_config
-        from worker.model_files.download import ensure_model
-        from worker.parallel.layout import plan_parallelism, visible_gpus
-        from worker.serving.engine_args import build_engine_args
+        from worker.serving.engine_args import engine_args_for
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
-        settings = self.settings
-        model_path = ensure_model(settings)
-        model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
-        plan = plan_parallelism(settings, model_config, visible_gpus())
-        log.info("parallelism: %s", plan.summary)
-        for warning in plan.warnings:
-            log.warning("%s", warning)
-        args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
-        log.info(
-            "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
-            settings.model_name,
-            plan.tensor_parallel_size,
-            plan.pipeline_parallel_size,
-            settings.dtype,
-        )
-        engine = AsyncLLM.from_engine_args(args)
+        args = engine_args_for(self.settings)
+        try:
+            engine = AsyncLLM.from_engine_args(args)
+        except Exception as error:
+            waited = time.perf_counter() - started
+            if self.settings.in_cluster and waited >= self.settings.cluster_join_timeout_s:
+                from worker.serving.cluster import join_failure
+
+                raise EngineStartError(f"{join_failure(self.settings, args.master_port, waited)} ({error})") from error
+            raise
         self.load_seconds = time.perf_counter() - started
         log.info("engine ready in %.1f s", self.load_seconds)
         return engine

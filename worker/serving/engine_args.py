@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import logging
 import shlex
 from functools import cache
 from typing import Any, NoReturn
@@ -29,6 +30,8 @@ from config.settings import (
     setting_names,
 )
 from worker.vllm_api import AsyncEngineArgs, FlexibleArgumentParser
+
+log = logging.getLogger("worker.serving.engine")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -147,12 +150,48 @@ def build_engine_args(
         # Per-request log lines would carry prompts into the logs (ENABLE_LOG_REQUESTS=true turns them on).
         "enable_log_requests": False,
     }
+    if settings.in_cluster:
+        # vLLM's multiprocessing multi-node executor; node 0 runs the engine, the others its headless workers.
+        args.update(
+            distributed_executor_backend="mp",
+            nnodes=settings.cluster_nodes,
+            node_rank=settings.cluster_node_rank,
+            master_addr=settings.cluster_master_addr,
+            # Bounds the wait for the other nodes at start (and any collective later).
+            distributed_timeout_seconds=settings.cluster_join_timeout_s,
+        )
+        if settings.cluster_master_port:
+            args["master_port"] = settings.cluster_master_port
     args.update(from_env)
     args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
     try:
         return AsyncEngineArgs(**args)
     except (TypeError, ValueError) as error:
         raise config_error(f"ENGINE_ARGS / engine env vars: {error}") from None
+
+
+def engine_args_for(settings: WorkerSettings) -> AsyncEngineArgs:
+    """The model downloaded, the layout planned and logged, and the engine arguments built: the one path from
+    settings to engine arguments (node 0's engine and a cluster follower's workers both take it)."""
+    from worker.model_files.config_json import read_model_config
+    from worker.model_files.download import ensure_model
+    from worker.parallel.layout import plan_parallelism, visible_gpus
+
+    model_path = ensure_model(settings)
+    model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
+    plan = plan_parallelism(settings, model_config, visible_gpus())
+    log.info("parallelism: %s", plan.summary)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
+    log.info(
+        "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
+        settings.model_name,
+        plan.tensor_parallel_size,
+        plan.pipeline_parallel_size,
+        settings.dtype,
+    )
+    return args
 
 
 def _as_config(field: dataclasses.Field, value: Any) -> Any:
