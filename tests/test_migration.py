@@ -10,13 +10,12 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS
 from config.settings import SettingsError, WorkerSettings, load_settings
-from tests.helpers import FatalRecorder
+from tests.helpers import ROOT, FatalRecorder
 from worker.serving.engine_args import (
     check_engine_args,
     engine_args_from_env,
@@ -26,17 +25,20 @@ from worker.serving.engine_args import (
 from worker.serving.errors import JobError
 from worker.serving.jobs import parse_job_input
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {name.upper() for name in WorkerSettings.model_fields}
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    """No setting, engine argument or official name comes from the test runner's environment."""
+    """No setting, engine argument or official name comes from the test runner's environment, and what a test
+    sets (check_all writes os.environ) is gone after it: later test files must not see it."""
+    saved = dict(os.environ)
     for name in SETTINGS | set(MIGRATION) | set(env_engine_args()) | {"MODEL", "REVISION", "MAX_NUM_SEQ"}:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODEL_NAME", "org/model")
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def check_all(**env: str) -> WorkerSettings:
