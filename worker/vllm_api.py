@@ -14,8 +14,29 @@ from vllm.entrypoints.launchers.cli_args import (
     make_arg_parser,
     validate_parsed_serve_args,
 )
+from vllm.entrypoints.anthropic.protocol import (
+    AnthropicCountTokensRequest,
+    AnthropicError,
+    AnthropicErrorResponse,
+    AnthropicMessagesRequest,
+)
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.openai.responses.api_router import (
+    _convert_stream_to_sse_events as responses_sse_events,
+)
+from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+from vllm.entrypoints.pooling.classify.protocol import (
+    ClassificationCompletionRequest,
+    ClassificationRequest,
+)
+from vllm.entrypoints.pooling.embed.protocol import (
+    CohereEmbedRequest,
+    EmbeddingCompletionRequest,
+    EmbeddingRequest,
+)
+from vllm.entrypoints.pooling.pooling.protocol import PoolingRequest
+from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import (
     create_error_response,
@@ -23,7 +44,9 @@ from vllm.entrypoints.serve.exception_handling.error_response import (
 from vllm.entrypoints.serve.exception_handling.handlers.validation import (
     clean_loc_for_param,
 )
+from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 from vllm.exceptions import VLLMValidationError
+from vllm.logprobs import Logprob
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
@@ -35,19 +58,35 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 __all__ = [
+    "AnthropicCountTokensRequest",
+    "AnthropicError",
+    "AnthropicErrorResponse",
+    "AnthropicMessagesRequest",
     "AsyncEngineArgs",
     "AsyncLLM",
     "BaseFrontendArgs",
     "ChatCompletionRequest",
+    "ClassificationCompletionRequest",
+    "ClassificationRequest",
+    "CohereEmbedRequest",
     "CompletionOutput",
     "CompletionRequest",
+    "DetokenizeRequest",
+    "EmbeddingCompletionRequest",
+    "EmbeddingRequest",
     "EngineDeadError",
     "ErrorResponse",
     "FlexibleArgumentParser",
+    "Logprob",
+    "PoolingRequest",
     "ReasoningParserManager",
     "RequestOutput",
     "RequestOutputKind",
+    "RerankRequest",
+    "ResponsesRequest",
     "SamplingParams",
+    "ScoreRequest",
+    "TokenizeRequest",
     "ToolParserManager",
     "VLLMValidationError",
     "clean_loc_for_param",
@@ -56,6 +95,7 @@ __all__ = [
     "init_app_state",
     "make_arg_parser",
     "resolve_chat_template_kwargs",
+    "responses_sse_events",
     "validate_parsed_serve_args",
     "vllm_version",
 ]

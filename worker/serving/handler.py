@@ -98,10 +98,10 @@ class JobHandler:
                     yield chunk
         except Exception as error:
             failure = self._failure(job_id, error)
-            if openai_job:  # OpenAI clients get OpenAI's error body, whatever failed
+            if openai_job:  # a route's clients get the route's error body, whatever failed
                 from worker.serving.openai import openai_error_output
 
-                yield openai_error_output(failure)
+                yield openai_error_output(failure, job_input.get("openai_route"))
             else:
                 yield failure.as_job_output()
 
