@@ -19,6 +19,14 @@ from typing import Any
 from config.settings import WorkerSettings
 from worker.serving.engine import EngineHandle, EngineStartError
 from worker.serving.errors import JobError
+from worker.serving.pooling_jobs import (
+    generation_on_pooling_model,
+    is_pooling_job,
+    parse_pooling_job,
+    pooling_error,
+    pooling_result,
+    route_call,
+)
 from worker.serving.jobs import (
     build_engine_request,
     engine_prompt,
@@ -93,6 +101,8 @@ class JobHandler:
             if openai_job:
                 async for chunk in self._run_openai(job_input, job_id):
                     yield chunk
+            elif is_pooling_job(job_input):
+                yield await self._run_pooling(job_input, job_id, clock)
             else:
                 async for chunk in self._run_native(job_input, job_id, clock):
                     yield chunk
@@ -121,6 +131,8 @@ class JobHandler:
         wait_started = time.perf_counter()
         engine = await self.engine.get()
         clock.engine_ready(time.perf_counter() - wait_started)
+        if engine.model_config.runner_type == "pooling":
+            raise generation_on_pooling_model(self.settings.served_name)
         build = functools.partial(
             build_engine_request,
             job,
@@ -143,15 +155,20 @@ class JobHandler:
                     clock,
                     flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
                     max_chunk_chars=self.settings.stream_max_chunk_chars,
+                    top_logprobs=request.sampling_params.logprobs,
+                    top_prompt_logprobs=request.sampling_params.prompt_logprobs,
                 ):
                     yield chunk
             else:
                 async for output in outputs:
                     # An aborted request (JOB_TIMEOUT_S) ends in abort_after's error, not a partial result.
                     if output.finished and not any(c.finish_reason == "abort" for c in output.outputs):
-                        yield final_result(output, clock)
+                        yield final_result(
+                            output, clock, request.sampling_params.logprobs, request.sampling_params.prompt_logprobs
+                        )
 
-    async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+    async def _routes(self) -> Any:
+        """vLLM's serving layer on the engine (worker/serving/openai.py), built on first use."""
         from worker.serving.openai import OpenAIRoutes
 
         engine = await self.engine.get()
@@ -159,8 +176,33 @@ class JobHandler:
             async with self._openai_lock:
                 if self._openai is None:
                     self._openai = await OpenAIRoutes.create(engine, self.settings)
-        async for chunk in self._openai.handle(job_input, job_id):
+        return self._openai
+
+    async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+        routes = await self._routes()
+        async for chunk in routes.handle(job_input, job_id):
             yield chunk
+
+    async def _run_pooling(self, job_input: dict[str, Any], job_id: str, clock: JobClock) -> dict[str, Any]:
+        """A native embed/classify/score job, answered by vLLM's serving class for its route."""
+        job = parse_pooling_job(job_input)
+        wait_started = time.perf_counter()
+        routes = await self._routes()
+        clock.engine_ready(time.perf_counter() - wait_started)
+        call = route_call(job, self.settings.served_name)
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                answer = await routes.answer(call.route, call.body)
+        except TimeoutError:
+            raise JobError(
+                "timeout",
+                f"the job ran longer than JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s and was aborted",
+                "Send fewer texts per job, or raise JOB_TIMEOUT_S on the endpoint.",
+            ) from None
+        if isinstance(answer, dict):
+            return pooling_result(job, answer, clock)
+        log.info("pooling job %s failed: %s %s", job_id, answer.error.code, answer.error.type)
+        raise pooling_error(call, answer.error.code, answer.error.message, routes.served)
 
     def _unexpected(self, job_id: str, error: Exception) -> JobError:
         from worker.vllm_api import EngineDeadError

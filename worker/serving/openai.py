@@ -156,6 +156,21 @@ class OpenAIRoutes:
                 except TimeoutError:
                     yield _stream_error_event(self._timeout_error(), dialect)
 
+    async def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any] | ErrorResponse:
+        """A route's whole (not streamed) answer as JSON, or its error: for native jobs that vLLM's
+        serving classes answer (worker/serving/pooling_jobs.py)."""
+        try:
+            result = await self._call(path, find_route(path), body)
+        except Exception as error:
+            if self.engine.errored:
+                raise
+            result = create_error_response(error)
+        if isinstance(result, Response):
+            result = _from_http_response(result)
+        return result.model_dump(mode="json", by_alias=True) if isinstance(result, BaseModel) and not isinstance(
+            result, ErrorResponse
+        ) else result
+
     def _timeout_error(self) -> ErrorResponse:
         return create_error_response(
             f"the request ran longer than JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s and was aborted",
