@@ -64,6 +64,9 @@ def main() -> None:
         from worker.serving.openai import server_args
 
         server_args(settings, settings.model_name)  # vLLM's OpenAI server options, checked before any job
+        from worker.serving.engine import check_engine_args
+
+        check_engine_args(settings)  # ENGINE_ARGS names and fixed-choice values (runner, convert, ...)
     except SettingsError as error:
         log.error("%s", error)
         sys.exit(2)

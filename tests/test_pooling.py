@@ -146,9 +146,10 @@ class TestEmbeddingModel:
         assert response.status_code == 200
         decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype=np.float32) for d in response.json()["data"]])
         assert np.allclose(decoded, vectors, atol=1e-4)
-        # ... and the client, asked for base64, hands back the same vectors.
+        # ... and through the client, asked for base64 (it hands the strings back as they came).
         client_b64 = embedder.call(embedder.client.embeddings.create, model=embedder.model, input=TEXTS[:4], encoding_format="base64")
-        assert np.allclose(np.array([d.embedding for d in client_b64.data], dtype=np.float32), vectors[:4], atol=1e-4)
+        from_client = [np.frombuffer(base64.b64decode(d.embedding), dtype=np.float32) for d in client_b64.data]
+        assert np.allclose(np.array(from_client), vectors[:4], atol=1e-4)
 
     def test_binary_encoding_is_refused_with_the_json_alternatives(self, embedder):
         error = openai_error(embedder.route("/v1/embeddings", {"model": embedder.model, "input": "hi", "encoding_format": "bytes"}))
@@ -185,7 +186,7 @@ class TestEmbeddingModel:
     def test_bad_native_pooling_jobs_name_the_field(self, embedder, job_input, field):
         error = job_error(embedder.run(job_input))
         assert error["type"] == "invalid_input" and error["fix"], error
-        assert [f["field"] for f in error["fields"]][0] == field, error
+        assert field in [f["field"] for f in error["fields"]], error
 
     def test_cosine_score_of_an_embedder(self, embedder):
         response = embedder.route("/score", {"model": embedder.model, "queries": "GPUs", "documents": DOCUMENTS})

@@ -58,3 +58,20 @@ def test_an_encoder_fits_whatever_the_context_and_the_plan_says_no_kv_cache():
 def test_a_decoder_still_needs_its_kv_cache():
     llama = ModelShape.from_config(json.loads((FIXTURES / "hub-configs" / "meta-llama--Meta-Llama-3-8B.json").read_text()))
     assert not llama.encoder_only and kv_bytes_per_token(llama, FP32) > 0
+
+
+def test_engine_args_runner_and_convert_values_are_checked_at_start(tiny_model):
+    from config.settings import SettingsError
+    from tests.helpers import run_local_mode
+    from worker.serving.engine import check_engine_args
+
+    check_engine_args(load_settings(model_name="org/model", engine_args={"runner": "pooling", "convert": "embed"}))
+    try:
+        check_engine_args(load_settings(model_name="org/model", engine_args={"convert": "embedding"}))
+    except SettingsError as error:
+        assert "ENGINE_ARGS: convert='embedding'" in str(error) and "'embed'" in str(error)
+    else:
+        raise AssertionError("convert='embedding' was accepted")
+    done = run_local_mode(tiny_model, {"prompt": "hi"}, ENGINE_ARGS='{"runner": "pooler"}')
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "ENGINE_ARGS: runner='pooler'" in done.stderr + done.stdout

@@ -5,7 +5,7 @@ top level are its public API; the rest are internals of vLLM 0.32 (`vllm serve`'
 that the worker relies on to answer routes exactly as `vllm serve` does.
 """
 
-from vllm import SamplingParams
+from vllm import PoolingParams, SamplingParams
 from vllm import __version__ as vllm_version
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -78,6 +78,7 @@ __all__ = [
     "ErrorResponse",
     "FlexibleArgumentParser",
     "Logprob",
+    "PoolingParams",
     "PoolingRequest",
     "ReasoningParserManager",
     "RequestOutput",

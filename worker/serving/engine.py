@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,10 +47,10 @@ def exit_process(reason: str, grace_s: float = FATAL_EXIT_GRACE_S) -> None:
     threading.Thread(target=_exit, name="fatal-exit", daemon=True).start()
 
 
-def build_engine_args(
-    settings: WorkerSettings, model_path: str, tensor_parallel_size: int, pipeline_parallel_size: int
-) -> AsyncEngineArgs:
-    """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error."""
+def check_engine_args(settings: WorkerSettings) -> dict[str, dataclasses.Field]:
+    """ENGINE_ARGS names, and the values of options vLLM types as a fixed set (e.g. `runner`: generate or
+    pooling; `convert`: embed or classify, to serve a causal LM as a pooling model): a settings error at
+    start rather than at the first job. Returns AsyncEngineArgs' fields by name."""
     from worker.vllm_api import AsyncEngineArgs
 
     fields = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}
@@ -65,6 +66,23 @@ def build_engine_args(
             + ", ".join(hints)
             + " (allowed: the fields of vllm.engine.arg_utils.AsyncEngineArgs, in snake_case)"
         )
+    for name, value in settings.engine_args.items():
+        allowed = typing.get_args(fields[name].type) if typing.get_origin(fields[name].type) is typing.Literal else ()
+        if allowed and value not in allowed:
+            raise SettingsError(
+                f"Invalid worker configuration:\n  ENGINE_ARGS: {name}={value!r} is not one of vLLM's options "
+                f"({', '.join(map(repr, allowed))})"
+            )
+    return fields
+
+
+def build_engine_args(
+    settings: WorkerSettings, model_path: str, tensor_parallel_size: int, pipeline_parallel_size: int
+) -> AsyncEngineArgs:
+    """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error."""
+    from worker.vllm_api import AsyncEngineArgs
+
+    fields = check_engine_args(settings)
     args: dict[str, Any] = {
         "model": model_path,
         "served_model_name": [settings.served_name],
