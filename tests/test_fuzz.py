@@ -78,9 +78,11 @@ counts = {"cases": 0, "ok": 0, "errors": 0}
 
 
 @pytest.fixture(scope="module")
-def fuzz_handler(worker_settings, engine_handle):
+def fuzz_handler(loop, worker_settings, engine_handle):
     from worker.serving.handler import JobHandler
 
+    # Start the engine first: on a loaded machine its start-up alone can pass a case's JOB_DEADLINE_S.
+    loop.run_until_complete(engine_handle.get())
     return JobHandler(worker_settings.model_copy(update={"default_max_tokens": FUZZ_MAX_TOKENS}), engine_handle).handle
 
 
