@@ -20,6 +20,7 @@ from config.settings import WorkerSettings
 from worker.serving.engine import EngineHandle, EngineStartError
 from worker.serving.errors import JobError
 from worker.serving.pooling_jobs import (
+    encode_on_engine,
     generation_on_pooling_model,
     is_pooling_job,
     parse_pooling_job,
@@ -190,9 +191,13 @@ class JobHandler:
         routes = await self._routes()
         clock.engine_ready(time.perf_counter() - wait_started)
         call = route_call(job, self.settings.served_name)
+        engine = routes.engine
         try:
             async with asyncio.timeout(self.settings.job_timeout_s):
-                answer = await routes.answer(call.route, call.body)
+                if job.task == "score" or call.route not in routes.served:  # vLLM's own answer (or its 404)
+                    answer = await routes.answer(call.route, call.body)
+                else:
+                    answer = await encode_on_engine(engine, job, f"{job_id}-{uuid.uuid4().hex[:8]}")
         except TimeoutError:
             raise JobError(
                 "timeout",
