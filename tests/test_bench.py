@@ -30,3 +30,21 @@ def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tm
     assert rows[("vllm", 1)]["chunks_per_job"] > 200
     assert rows[("worker", 1)]["chunks_per_job"] <= 20
     assert rows[("worker", 4)]["chunks_per_job"] <= 20
+
+
+@pytest.mark.slow
+def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
+    from worker.tiny_model import make_tiny_pooling_model
+
+    out = tmp_path / "bench-embed.json"
+    model = make_tiny_pooling_model("embedding")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench", "--load", "embed", "--texts", "32", "--concurrency", "8",
+         "--rounds", "1", "--json", str(out)],
+        cwd=ROOT, env=worker_env(model), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| load s | texts | conc | path   | latency p50 ms" in done.stdout
+    rows = {r["path"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"worker", "vllm"}
+    assert all(r["texts_per_s"] > 0 and r["texts"] == 32 for r in rows.values())

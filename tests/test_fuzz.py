@@ -204,3 +204,82 @@ def test_after_the_openai_fuzzing_the_worker_still_serves_jobs(loop, fuzz_handle
     (response,) = run_with_deadline(loop, fuzz_handler, {"openai_route": "/v1/completions", "openai_input": body})
     assert response["usage"]["completion_tokens"] == 3
     assert engine_handle.engine.get_num_unfinished_requests() == 0
+
+
+# --- every other route of the table on the generative engine: Responses, Anthropic Messages, tokenize, ...
+table_routes = st.sampled_from([
+    "/v1/responses", "/v1/responses/resp_1", "/v1/responses/resp_1/cancel", "/v1/messages",
+    "/v1/messages/count_tokens", "/tokenize", "/detokenize", "/v1/embeddings", "/classify", "/v1/rerank",
+])
+table_bodies = st.one_of(
+    json_values,
+    st.text(max_size=30),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.one_of(st.just("MODEL"), st.just("no-such-model"), json_scalars),
+            "input": st.one_of(st.text(max_size=40), messages, json_values),
+            "messages": messages,
+            "prompt": st.one_of(st.text(max_size=40), json_values),
+            "tokens": st.one_of(st.lists(st.integers(-5, 10**7), max_size=8), json_values),
+            "system": st.one_of(st.text(max_size=20), json_values),
+            "max_tokens": sampling_values["max_tokens"],
+            "max_output_tokens": sampling_values["max_tokens"],
+            "temperature": sampling_values["temperature"],
+            "stream": st.one_of(st.booleans(), json_scalars),
+            "store": st.one_of(st.booleans(), json_scalars),
+            "previous_response_id": st.one_of(st.none(), st.text(max_size=10), json_scalars),
+            "bogus_field": json_values,
+        },
+    ),
+)
+table_counts = {"cases": 0, "errors": 0, "ok": 0}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(route=table_routes, body=table_bodies)
+def test_every_table_route_ends_as_its_own_error_or_a_whole_response(loop, fuzz_handler, worker_settings, route, body):
+    from worker.serving.openai import ANTHROPIC_ERROR_TYPES
+
+    anthropic_route = route.startswith("/v1/messages")
+    if isinstance(body, dict):
+        if body.get("model") == "MODEL":
+            body = {**body, "model": worker_settings.served_name}
+        for key in ("max_tokens", "max_output_tokens"):  # keep valid cases short; invalid values stay as drawn
+            value = body.get(key)
+            if value is None or (type(value) is int and FUZZ_MAX_TOKENS < value <= 2048):
+                body = {**body, key: 4}
+    chunks = run_with_deadline(loop, fuzz_handler, {"openai_route": route, "openai_input": body})
+    assert chunks
+    last = chunks[-1]
+    if isinstance(last, dict) and "error" in last:
+        error = json.loads(last["error"])
+        if anthropic_route:  # Anthropic's shape, its type naming the status
+            assert error["type"] == "error" and error["error"]["type"] in ANTHROPIC_ERROR_TYPES.values(), error
+            assert error["error"]["message"]
+        else:
+            assert error["error"]["code"] in (400, 404, 408, 422), error
+            assert error["error"]["message"] and error["error"]["type"]
+        table_counts["errors"] += 1
+    elif isinstance(last, str):  # a stream: whole SSE events, ending with the route's last event or an error event
+        text = "".join(chunks)
+        assert text.endswith("\n\n") and (text.startswith("data: ") or text.startswith("event: "))
+        ends = ("event: message_stop", "event: response.completed", "event: response.incomplete", "event: error", "data: [DONE]")
+        assert any(end in text.split("\n\n")[-2] for end in ends) or '"error"' in text.split("\n\n")[-2], text[-300:]
+        table_counts["ok"] += 1
+    else:
+        assert isinstance(last, dict), last
+        table_counts["ok"] += 1
+    table_counts["cases"] += 1
+
+
+def test_after_the_table_fuzzing_the_worker_still_serves_every_kind_of_route(loop, fuzz_handler, worker_settings, engine_handle):
+    print(f"\nfuzz: {table_counts['cases']} table-route cases, {table_counts['errors']} errors, {table_counts['ok']} responses")
+    model = worker_settings.served_name
+    (message,) = run_with_deadline(loop, fuzz_handler, {"openai_route": "/v1/messages", "openai_input": {
+        "model": model, "max_tokens": 3, "messages": [{"role": "user", "content": "still here?"}]}})
+    assert message["usage"]["output_tokens"] == 3
+    (response,) = run_with_deadline(loop, fuzz_handler, {"openai_route": "/v1/responses", "openai_input": {
+        "model": model, "max_output_tokens": 3, "input": "still here?"}})
+    assert response["usage"]["output_tokens"] == 3
+    assert engine_handle.engine.get_num_unfinished_requests() == 0

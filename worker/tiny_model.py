@@ -1,9 +1,12 @@
-"""Make a tiny Llama-style model (random weights, real tokenizer, chat template) for local runs and tests.
+"""Make tiny models (random weights, real tokenizer) for local runs and tests: a Llama-style generative
+model with a chat template, and BERT-style pooling models (an embedder, a cross-encoder, a classifier)
+whose task vLLM detects from the architecture, as it does for real ones.
 
 The Hugging Face Hub is not needed: the config, the weights and the tokenizer are all made here,
 deterministically (fixed seed), so greedy outputs repeat across runs.
 
-    python -m worker.tiny_model [FOLDER]      # default .models/tiny-llama
+    python -m worker.tiny_model [FOLDER]                          # default .models/tiny-llama
+    python -m worker.tiny_model --kind embedding [FOLDER]         # or cross-encoder, classifier
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ Unicode: café naïve résumé façade — “quotes” … 東京 日本語 中
 """
 
 
-def build_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE tokenizer trained on the text above, with the chat special tokens."""
+def build_tokenizer(vocab_size: int = 512, special_tokens: list[str] = SPECIAL_TOKENS):
+    """A byte-level BPE tokenizer trained on the text above, with the chat (or BERT) special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -64,7 +67,7 @@ def build_tokenizer(vocab_size: int = 512):
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -119,11 +122,85 @@ def make_tiny_model(path: str | Path = DEFAULT_PATH, *, seed: int = 0) -> Path:
     return path
 
 
+# BERT-style pooling models: head_dim 128 / 4 = 32 (CPU attention), 2 layers, pairs tokenized as
+# "[CLS] a [SEP] b [SEP]" with token types, as a cross-encoder reads them.
+TINY_BERT_CONFIG = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "torch_dtype": "float32",
+}
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# What each kind is: the transformers class vLLM maps to its pooling model, and the classifier's labels.
+POOLING_KINDS = {
+    "embedding": ("BertModel", None),
+    "cross-encoder": ("BertForSequenceClassification", {0: "LABEL_0"}),  # one logit: a relevance score
+    "classifier": ("BertForSequenceClassification", {0: "negative", 1: "neutral", 2: "positive"}),
+}
+POOLING_PATHS = {kind: Path(f".models/tiny-{kind}") for kind in POOLING_KINDS}
+
+
+def make_tiny_pooling_model(kind: str, path: str | Path | None = None, *, seed: int = 0) -> Path:
+    """Write a tiny BERT embedder, cross-encoder or classifier (`kind`, see POOLING_KINDS) to `path`."""
+    path = Path(path or POOLING_PATHS[kind])
+    if (path / "config.json").exists() and (path / "tokenizer.json").exists():
+        return path
+
+    import torch
+    import transformers
+    from tokenizers import processors
+    from transformers import BertConfig, PreTrainedTokenizerFast
+
+    architecture, labels = POOLING_KINDS[kind]
+    raw_tokenizer = build_tokenizer(special_tokens=BERT_SPECIAL_TOKENS)
+    cls_id, sep_id = raw_tokenizer.token_to_id("[CLS]"), raw_tokenizer.token_to_id("[SEP]")
+    raw_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw_tokenizer,
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        mask_token="[MASK]",
+        # A cross-encoder tells query from document by token type.
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+    tokenizer.model_max_length = TINY_BERT_CONFIG["max_position_embeddings"]
+    config = BertConfig(
+        **{k: v for k, v in TINY_BERT_CONFIG.items() if k != "torch_dtype"},
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if labels is not None:
+        config.id2label = labels
+        config.label2id = {label: index for index, label in labels.items()}
+    config.architectures = [architecture]
+    config.dtype = TINY_BERT_CONFIG["torch_dtype"]
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(config)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH), help="output folder")
+    parser.add_argument("path", nargs="?", help=f"output folder (default {DEFAULT_PATH} or .models/tiny-KIND)")
+    parser.add_argument("--kind", choices=["generative", *POOLING_KINDS], default="generative")
     args = parser.parse_args()
-    print(make_tiny_model(args.path))
+    if args.kind == "generative":
+        print(make_tiny_model(args.path or DEFAULT_PATH))
+    else:
+        print(make_tiny_pooling_model(args.kind, args.path))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,15 @@ top level are its public API; the rest are internals of vLLM 0.32 (`vllm serve`'
 that the worker relies on to answer routes exactly as `vllm serve` does.
 """
 
-from vllm import SamplingParams
+from vllm import PoolingParams, SamplingParams
 from vllm import __version__ as vllm_version
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.anthropic.protocol import (
+    AnthropicCountTokensRequest,
+    AnthropicError,
+    AnthropicErrorResponse,
+    AnthropicMessagesRequest,
+)
 from vllm.entrypoints.launchers.api_server.app_state import init_app_state
 from vllm.entrypoints.launchers.cli_args import (
     BaseFrontendArgs,
@@ -16,6 +22,21 @@ from vllm.entrypoints.launchers.cli_args import (
 )
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.openai.responses.api_router import (
+    _convert_stream_to_sse_events as responses_sse_events,
+)
+from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+from vllm.entrypoints.pooling.classify.protocol import (
+    ClassificationCompletionRequest,
+    ClassificationRequest,
+)
+from vllm.entrypoints.pooling.embed.protocol import (
+    CohereEmbedRequest,
+    EmbeddingCompletionRequest,
+    EmbeddingRequest,
+)
+from vllm.entrypoints.pooling.pooling.protocol import PoolingRequest
+from vllm.entrypoints.pooling.scoring.protocol import RerankRequest, ScoreRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import (
     create_error_response,
@@ -23,7 +44,9 @@ from vllm.entrypoints.serve.exception_handling.error_response import (
 from vllm.entrypoints.serve.exception_handling.handlers.validation import (
     clean_loc_for_param,
 )
+from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 from vllm.exceptions import VLLMValidationError
+from vllm.logprobs import Logprob
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
@@ -37,20 +60,37 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.executor.multiproc_executor import MultiprocExecutor
 
 __all__ = [
+    "AnthropicCountTokensRequest",
+    "AnthropicError",
+    "AnthropicErrorResponse",
+    "AnthropicMessagesRequest",
     "AsyncEngineArgs",
     "AsyncLLM",
     "BaseFrontendArgs",
     "ChatCompletionRequest",
+    "ClassificationCompletionRequest",
+    "ClassificationRequest",
+    "CohereEmbedRequest",
     "CompletionOutput",
     "CompletionRequest",
+    "DetokenizeRequest",
+    "EmbeddingCompletionRequest",
+    "EmbeddingRequest",
     "EngineDeadError",
     "ErrorResponse",
     "FlexibleArgumentParser",
     "MultiprocExecutor",
+    "Logprob",
+    "PoolingParams",
+    "PoolingRequest",
     "ReasoningParserManager",
     "RequestOutput",
     "RequestOutputKind",
+    "RerankRequest",
+    "ResponsesRequest",
     "SamplingParams",
+    "ScoreRequest",
+    "TokenizeRequest",
     "ToolParserManager",
     "UsageContext",
     "VLLMValidationError",
@@ -60,6 +100,7 @@ __all__ = [
     "init_app_state",
     "make_arg_parser",
     "resolve_chat_template_kwargs",
+    "responses_sse_events",
     "validate_parsed_serve_args",
     "vllm_version",
 ]

@@ -1,15 +1,17 @@
-"""RunPod's OpenAI relay in miniature, so tests can point the official openai client at the worker.
+"""RunPod's OpenAI relay in miniature, so tests can point the official openai (or anthropic) client at
+the worker.
 
 What RunPod does for https://api.runpod.ai/v2/<endpoint_id>/openai/v1/<route>, and this does on
-http://127.0.0.1:<free port>/v1/<route>:
-- the HTTP request becomes a job {"openai_route": "/v1/<route>", "openai_input": <JSON body>}
+http://127.0.0.1:<free port>/<path> (base_url ends in /v1 for the openai client; root_url is the
+anthropic client's base, which adds /v1/messages itself):
+- the HTTP request becomes a job {"openai_route": "/<path>", "openai_input": <JSON body>}
   (a body that is not JSON is passed on as its text: the worker answers it with a 400);
 - the job runs through the handler the runpod SDK calls (JobHandler);
 - stream: true -> every chunk the job yields is written to the client as it comes (they are SSE text);
   otherwise the job's one output is the response body;
-- a failed job (a chunk {"error": "<JSON>"}) -> the OpenAI error body it carries, with its `code` as
-  the HTTP status (500 when the error is not OpenAI-shaped). Once a stream has started only an SSE
-  error event can say so.
+- a failed job (a chunk {"error": "<JSON>"}) -> the error body it carries, with its HTTP status: an
+  OpenAI body's `code`, or the status an Anthropic body's error type stands for (500 when the error
+  is neither). Once a stream has started only an SSE error event can say so.
 
 It serves on the event loop that owns the engine (the test session's loop): the worker's asyncio
 objects belong to that loop, so the server runs as tasks there and clients call it from threads
@@ -26,6 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.serving.openai import ANTHROPIC_ERROR_TYPES
+
+ANTHROPIC_STATUS = {error_type: status for status, error_type in ANTHROPIC_ERROR_TYPES.items()}
+
 Handler = Callable[[dict[str, Any]], AsyncIterator[Any]]
 
 
@@ -35,17 +41,19 @@ class OpenAIGateway:
         self.jobs: list[dict[str, Any]] = []  # every job input sent, for tests to inspect
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.root_url = ""
 
     async def start(self) -> str:
         """Serve on 127.0.0.1 at a free port; returns the OpenAI base URL (…/v1)."""
         app = web.Application()
-        app.router.add_route("*", "/v1/{route:.*}", self._relay)
+        app.router.add_route("*", "/{route:.*}", self._relay)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         await web.SockSite(self._runner, sock).start()
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        self.root_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.base_url = f"{self.root_url}/v1"
         return self.base_url
 
     async def stop(self) -> None:
@@ -77,7 +85,9 @@ class OpenAIGateway:
             chunk = first
             while chunk is not None:
                 if _failed(chunk):
-                    await response.write(f"data: {json.dumps(_error_body(chunk['error'])[1])}\n\n".encode())
+                    error_body = _error_body(chunk["error"])[1]
+                    event_line = "event: error\n" if error_body.get("type") == "error" else ""  # Anthropic's SSE error
+                    await response.write(f"{event_line}data: {json.dumps(error_body)}\n\n".encode())
                     break
                 event = chunk if isinstance(chunk, str) else f"data: {json.dumps(chunk)}\n\n"
                 await response.write(event.encode())
@@ -94,7 +104,7 @@ def _failed(chunk: Any) -> bool:
 
 
 def _error_body(error: Any) -> tuple[int, dict[str, Any]]:
-    """A failed job's error -> (HTTP status, OpenAI error body)."""
+    """A failed job's error -> (HTTP status, the route's error body)."""
     try:
         parsed = json.loads(error) if isinstance(error, str) else error
     except ValueError:
@@ -102,6 +112,8 @@ def _error_body(error: Any) -> tuple[int, dict[str, Any]]:
     inner = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(inner, dict) and isinstance(inner.get("code"), int):
         return inner["code"], parsed
+    if isinstance(inner, dict) and parsed.get("type") == "error" and inner.get("type") in ANTHROPIC_STATUS:
+        return ANTHROPIC_STATUS[inner["type"]], parsed
     message = parsed.get("message", error) if isinstance(parsed, dict) else str(error)
     return 500, {"error": {"message": str(message), "type": "InternalServerError", "param": None, "code": 500}}
 

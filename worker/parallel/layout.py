@@ -179,8 +179,9 @@ class _Context:
 
 def _plan_cpu(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     # vLLM's CPU backend runs tensor parallelism across CPU processes: no GPU count or memory to check.
+    encoder = "; encoder-only model: no KV cache" if ctx.shape.encoder_only else ""
     if requested_tp == "auto":
-        summary = "TENSOR_PARALLEL_SIZE=auto -> 1: no GPUs visible, vLLM runs on its CPU backend"
+        summary = "TENSOR_PARALLEL_SIZE=auto -> 1: no GPUs visible, vLLM runs on its CPU backend" + encoder
         return ParallelPlan(1, ctx.pp, summary, valid_sizes=tuple(ctx.valid))
     tp = int(requested_tp)
     problem = tp_problem(ctx.shape, tp)
@@ -191,7 +192,7 @@ def _plan_cpu(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
         )
     summary = (
         f"TENSOR_PARALLEL_SIZE={tp} (set): valid for {ctx.model} (valid: {ctx.sizes()}); no GPUs visible, "
-        f"so it runs as {tp * ctx.pp} CPU process(es) on vLLM's CPU backend"
+        f"so it runs as {tp * ctx.pp} CPU process(es) on vLLM's CPU backend{encoder}"
     )
     return ParallelPlan(tp, ctx.pp, summary, valid_sizes=tuple(ctx.valid))
 
@@ -252,9 +253,10 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     summary = f"{head}, PIPELINE_PARALLEL_SIZE={pp}: {why}; valid sizes {ctx.sizes()}; {ctx.gpus.describe()}"
     if row is not None:
         summary += (
-            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, "
-            f"KV cache ~{row.kv_tokens:,} tokens"
+            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, {row.describe_kv_cache()}"
         )
+    elif ctx.shape.encoder_only:
+        summary += "; encoder-only model: no KV cache"
     return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
 
 

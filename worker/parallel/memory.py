@@ -100,7 +100,7 @@ def _layer_params(shape: ModelShape, tp: int) -> tuple[float, float]:
     h, hd = shape.hidden_size, shape.head_dim
     q_heads, kv_heads = shape.num_heads / tp, _kv_heads_per_gpu(shape, tp)
     attention = 2 * h * q_heads * hd + 2 * h * kv_heads * hd  # q and o, k and v
-    mlp = 3 * h * shape.intermediate_size / tp  # gate, up, down
+    mlp = (2 if shape.encoder_only else 3) * h * shape.intermediate_size / tp  # (gate,) up, down
     experts = shape.num_experts * 3 * h * shape.moe_intermediate_size / tp
     shared = 3 * h * shape.shared_expert_intermediate_size / tp
     linear = attention + mlp + experts + shared
@@ -116,7 +116,7 @@ def _embedding_params(shape: ModelShape, tp: int) -> float:
 def parameter_count(shape: ModelShape) -> int:
     """Parameters of the whole model (each counted once)."""
     linear, other = _layer_params(shape, 1)
-    embeddings = _embedding_params(shape, 1) * (1 if shape.tie_word_embeddings else 2)
+    embeddings = _embedding_params(shape, 1) * shape.embedding_copies
     return int(shape.num_layers * (linear + other) + embeddings + shape.hidden_size)
 
 
@@ -127,7 +127,7 @@ def weight_bytes(shape: ModelShape, precision: Precision, tp: int = 1, pp: int =
     embedding = _embedding_params(shape, tp)
     if pp == 1:
         # One stage holds the embedding, the lm_head (unless tied to it) and the final norm.
-        ends = embedding * (1 if shape.tie_word_embeddings else 2) + shape.hidden_size
+        ends = embedding * shape.embedding_copies + shape.hidden_size
     else:
         # The first stage holds the embedding, the last the lm_head (its own copy even when tied).
         ends = embedding + shape.hidden_size
@@ -136,7 +136,10 @@ def weight_bytes(shape: ModelShape, precision: Precision, tp: int = 1, pp: int =
 
 
 def kv_bytes_per_token(shape: ModelShape, precision: Precision, tp: int = 1, pp: int = 1) -> int:
-    """KV-cache bytes one token takes on one GPU (K and V, every layer of its stage, its share of KV heads)."""
+    """KV-cache bytes one token takes on one GPU (K and V, every layer of its stage, its share of KV heads);
+    0 for an encoder-only model, which vLLM runs without a KV cache."""
+    if shape.encoder_only:
+        return 0
     layers = math.ceil(shape.num_layers / pp)
     return 2 * layers * _kv_heads_per_gpu(shape, tp) * shape.head_dim * precision.kv_bytes
 
@@ -161,9 +164,16 @@ class MemoryRow:
         return max(0, self.usable_bytes_per_gpu - self.weight_bytes_per_gpu)
 
     @property
+    def needs_kv_cache(self) -> bool:
+        return self.kv_bytes_per_token > 0
+
+    @property
     def kv_tokens(self) -> int:
-        """Tokens of KV cache that fit (each GPU holds its slice of every token)."""
-        return self.kv_cache_bytes_per_gpu // self.kv_bytes_per_token
+        """Tokens of KV cache that fit (each GPU holds its slice of every token); 0 without a KV cache."""
+        return self.kv_cache_bytes_per_gpu // self.kv_bytes_per_token if self.needs_kv_cache else 0
+
+    def describe_kv_cache(self) -> str:
+        return f"KV cache ~{self.kv_tokens:,} tokens" if self.needs_kv_cache else "no KV cache (encoder-only model)"
 
     @property
     def weights_fit(self) -> bool:
@@ -171,8 +181,8 @@ class MemoryRow:
 
     @property
     def fits(self) -> bool:
-        # vLLM refuses to start unless one max-length sequence fits in the KV cache.
-        return self.weights_fit and self.kv_tokens >= self.max_model_len
+        # vLLM refuses to start unless one max-length sequence fits in the KV cache (if the model has one).
+        return self.weights_fit and (not self.needs_kv_cache or self.kv_tokens >= self.max_model_len)
 
     def problem(self) -> str | None:
         if not self.weights_fit:

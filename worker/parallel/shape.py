@@ -56,9 +56,32 @@ def _compressed_tensors_weights(quant: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+# Encoder-only families (BERT and its kin, served as embedders, cross-encoders, classifiers): attention
+# over the whole input at once, so vLLM keeps no KV cache for them.
+ENCODER_ONLY_MODEL_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "modernbert", "nomic_bert", "distilbert", "electra", "deberta", "deberta-v2",
+     "camembert", "mpnet", "new", "gte"}
+)
+# Older configs name the same numbers differently (DistilBERT: dim, n_heads, n_layers, hidden_dim; GPT-2: n_embd ...).
+_ALIASES = {
+    "hidden_size": ("dim", "d_model", "n_embd"),
+    "num_attention_heads": ("n_heads", "num_heads", "n_head"),
+    "num_hidden_layers": ("n_layers", "num_layers", "n_layer"),
+    "intermediate_size": ("hidden_dim", "ffn_dim", "d_ff", "n_inner"),
+}
+
+
+def _with_standard_names(config: dict[str, Any]) -> dict[str, Any]:
+    named = dict(config)
+    for name, aliases in _ALIASES.items():
+        if named.get(name) is None:
+            named[name] = next((config[alias] for alias in aliases if config.get(alias) is not None), None)
+    return named
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    """The numbers of a decoder-only transformer that tensor parallelism and memory depend on."""
+    """The numbers of a transformer (decoder-only, or an encoder) that tensor parallelism and memory depend on."""
 
     hidden_size: int
     num_layers: int
@@ -76,6 +99,12 @@ class ModelShape:
     torch_dtype: str | None = None
     value_head_dim: int = 0  # MLA (DeepSeek): width of each head's value and output; 0 means head_dim
     quantization: WeightQuantization | None = None  # the checkpoint's own quantization_config
+    encoder_only: bool = False  # BERT-like: no KV cache, a two-matrix MLP, no lm_head
+
+    @property
+    def embedding_copies(self) -> int:
+        """Vocabulary-sized matrices: the embedding, plus an lm_head unless tied to it (an encoder has none)."""
+        return 1 if self.tie_word_embeddings or self.encoder_only else 2
 
     @property
     def is_moe(self) -> bool:
@@ -99,15 +128,15 @@ class ModelShape:
     def from_config(cls, config: dict[str, Any]) -> "ModelShape":
         # Multimodal configs keep the language model under text_config.
         text = config.get("text_config") if "num_attention_heads" not in config else None
-        cfg = {**config, **text} if isinstance(text, dict) else config
+        cfg = _with_standard_names({**config, **text} if isinstance(text, dict) else config)
         try:
             hidden = int(cfg["hidden_size"])
             heads = int(cfg["num_attention_heads"])
             layers = int(cfg["num_hidden_layers"])
         except (KeyError, TypeError, ValueError) as error:
             raise ParallelismError(
-                f"config.json lacks {error} (needs hidden_size, num_attention_heads, num_hidden_layers): "
-                "only decoder-only transformer configs can be planned."
+                f"config.json lacks {error} (needs hidden_size, num_attention_heads, num_hidden_layers, or "
+                "their older names dim/d_model, n_heads, n_layers): only transformer configs can be planned."
             ) from None
         # Models without GQA leave num_key_value_heads out: every head has its own K/V.
         kv_heads = int(cfg.get("num_key_value_heads") or heads)
@@ -134,4 +163,5 @@ class ModelShape:
             torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
             value_head_dim=int(cfg.get("v_head_dim") or 0),
             quantization=WeightQuantization.from_config(cfg),
+            encoder_only=cfg.get("model_type") in ENCODER_ONLY_MODEL_TYPES,
         )

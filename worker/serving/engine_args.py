@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import logging
 import shlex
+import typing
 from functools import cache
 from typing import Any, NoReturn
 
@@ -129,6 +130,12 @@ def build_engine_args(
             "ENGINE_ARGS: unknown vLLM engine argument(s) " + ", ".join(hints)
             + " (allowed: the fields of vllm.engine.arg_utils.AsyncEngineArgs, in snake_case)"
         )
+    for name, value in settings.engine_args.items():
+        # Options vLLM types as a fixed set (runner: generate or pooling; convert: embed or classify, ...):
+        # AsyncEngineArgs takes any value and fails only when the engine is built.
+        allowed = typing.get_args(fields[name].type) if typing.get_origin(fields[name].type) is typing.Literal else ()
+        if allowed and value not in allowed:
+            raise config_error(f"ENGINE_ARGS: {name}={value!r} is not one of vLLM's options ({', '.join(map(repr, allowed))})")
     from_env = engine_args_from_env()
     twice = sorted(set(from_env) & set(settings.engine_args))
     if twice:

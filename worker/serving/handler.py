@@ -28,6 +28,15 @@ from worker.serving.jobs import (
     sampling_params_model,
 )
 from worker.serving.limits import InputLimits
+from worker.serving.pooling_jobs import (
+    encode_on_engine,
+    generation_on_pooling_model,
+    is_pooling_job,
+    parse_pooling_job,
+    pooling_error,
+    pooling_result,
+    route_call,
+)
 from worker.serving.streaming import JobClock, final_result, stream_chunks
 from worker.vllm_api import VLLMValidationError
 
@@ -96,15 +105,17 @@ class JobHandler:
             if openai_job:
                 async for chunk in self._run_openai(job_input, job_id):
                     yield chunk
+            elif is_pooling_job(job_input):
+                yield await self._run_pooling(job_input, job_id, clock)
             else:
                 async for chunk in self._run_native(job_input, job_id, clock):
                     yield chunk
         except Exception as error:
             failure = self._failure(job_id, error)
-            if openai_job:  # OpenAI clients get OpenAI's error body, whatever failed
+            if openai_job:  # a route's clients get the route's error body, whatever failed
                 from worker.serving.openai import openai_error_output
 
-                yield openai_error_output(failure)
+                yield openai_error_output(failure, job_input.get("openai_route"))
             else:
                 yield failure.as_job_output()
 
@@ -130,6 +141,8 @@ class JobHandler:
         wait_started = time.perf_counter()
         engine = await self.engine.get()
         clock.engine_ready(time.perf_counter() - wait_started)
+        if engine.model_config.runner_type == "pooling":
+            raise generation_on_pooling_model(self.settings.served_name)
         limits = self._input_limits(engine)
         check_job_input(job_input, limits)  # before parsing: a huge input costs no more than its size check
         job = parse_job_input(job_input)
@@ -156,15 +169,20 @@ class JobHandler:
                     clock,
                     flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
                     max_chunk_chars=self.settings.stream_max_chunk_chars,
+                    top_logprobs=request.sampling_params.logprobs,
+                    top_prompt_logprobs=request.sampling_params.prompt_logprobs,
                 ):
                     yield chunk
             else:
                 async for output in outputs:
                     # An aborted request (JOB_TIMEOUT_S) ends in abort_after's error, not a partial result.
                     if output.finished and not any(c.finish_reason == "abort" for c in output.outputs):
-                        yield final_result(output, clock)
+                        yield final_result(
+                            output, clock, request.sampling_params.logprobs, request.sampling_params.prompt_logprobs
+                        )
 
-    async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+    async def _routes(self) -> Any:
+        """vLLM's serving layer on the engine (worker/serving/openai.py), built on first use."""
         from worker.serving.openai import OpenAIRoutes
 
         engine = await self.engine.get()
@@ -172,8 +190,37 @@ class JobHandler:
             async with self._openai_lock:
                 if self._openai is None:
                     self._openai = await OpenAIRoutes.create(engine, self.settings, self._input_limits(engine))
-        async for chunk in self._openai.handle(job_input, job_id):
+        return self._openai
+
+    async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+        routes = await self._routes()
+        async for chunk in routes.handle(job_input, job_id):
             yield chunk
+
+    async def _run_pooling(self, job_input: dict[str, Any], job_id: str, clock: JobClock) -> dict[str, Any]:
+        """A native embed/classify/score job, answered by vLLM's serving class for its route."""
+        job = parse_pooling_job(job_input)
+        wait_started = time.perf_counter()
+        routes = await self._routes()
+        clock.engine_ready(time.perf_counter() - wait_started)
+        call = route_call(job, self.settings.served_name)
+        engine = routes.engine
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                if job.task == "score" or call.route not in routes.served:  # vLLM's own answer (or its 404)
+                    answer = await routes.answer(call.route, call.body)
+                else:
+                    answer = await encode_on_engine(engine, job, f"{job_id}-{uuid.uuid4().hex[:8]}")
+        except TimeoutError:
+            raise JobError(
+                "timeout",
+                f"the job ran longer than JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s and was aborted",
+                "Send fewer texts per job, or raise JOB_TIMEOUT_S on the endpoint.",
+            ) from None
+        if isinstance(answer, dict):
+            return pooling_result(job, answer, clock)
+        log.info("pooling job %s failed: %s %s", job_id, answer.error.code, answer.error.type)
+        raise pooling_error(call, answer.error.code, answer.error.message, routes.served)
 
     def _unexpected(self, job_id: str, error: Exception) -> JobError:
         from worker.vllm_api import EngineDeadError

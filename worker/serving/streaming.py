@@ -6,6 +6,12 @@ or once `max_chunk_chars` are waiting, and the last one flushes everything with 
 usage and metrics. vLLM's incremental detokenizer only emits whole characters, and chunks only
 concatenate its deltas, so a chunk never splits a multi-byte UTF-8 character.
 
+When a job asks for `logprobs` (or `prompt_logprobs`), each choice carries "logprobs": one entry per
+generated token, {"token", "token_id", "logprob", "top_logprobs": [{"token", "token_id", "logprob"}]};
+a stream's chunks carry the entries of their own tokens, so joined they equal the whole result's list.
+"prompt_logprobs" (the same entries, one per prompt token; the first has no logprob) comes once: in the
+first chunk of a stream, or in the whole result.
+
 Per token this does a clock read and a list append: no validation, no logging, no I/O.
 """
 
@@ -17,7 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.vllm_api import RequestOutput
+from worker.vllm_api import Logprob, RequestOutput
 
 
 @dataclass
@@ -49,6 +55,32 @@ class _Choice:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     reported_finish: bool = False
+    logprobs: list[dict[str, Any]] | None = None  # None: the job did not ask for them
+
+
+def token_logprobs(token_ids: Any, logprobs: Any, top_n: int) -> list[dict[str, Any]]:
+    """vLLM's per-position logprobs (a dict of token id -> Logprob, the chosen token among them) as entries
+    of the chosen token with its `top_n` most likely alternatives; a position without logprobs (the
+    prompt's first token) has logprob None."""
+    entries = []
+    for token_id, position in zip(token_ids, logprobs):
+        chosen: Logprob | None = position.get(token_id) if position else None
+        top = sorted(((lp.rank or 0, tid, lp) for tid, lp in (position or {}).items() if (lp.rank or 0) <= top_n))
+        entries.append(
+            {
+                "token": chosen.decoded_token if chosen else None,
+                "token_id": token_id,
+                "logprob": chosen.logprob if chosen else None,
+                "top_logprobs": [{"token": lp.decoded_token, "token_id": tid, "logprob": lp.logprob} for _, tid, lp in top],
+            }
+        )
+    return entries
+
+
+def prompt_logprobs(output: RequestOutput, top_n: int | None) -> list[dict[str, Any]] | None:
+    if top_n is None or output.prompt_logprobs is None:
+        return None
+    return token_logprobs(output.prompt_token_ids or (), output.prompt_logprobs, top_n)
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -85,12 +117,16 @@ async def stream_chunks(
     *,
     flush_interval_s: float,
     max_chunk_chars: int,
+    top_logprobs: int | None = None,
+    top_prompt_logprobs: int | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """Coalesce DELTA-mode RequestOutputs into job chunks {"choices": [{"index", "text", ...}]}."""
+    """Coalesce DELTA-mode RequestOutputs into job chunks {"choices": [{"index", "text", ...}]}.
+    `top_logprobs` / `top_prompt_logprobs`: the job's sampling_params logprobs / prompt_logprobs."""
     choices: dict[int, _Choice] = {}
     prompt_tokens = 0
     last_flush = None  # None until the first chunk has gone out
     last: RequestOutput | None = None
+    prompt_entries = None
 
     async for output in outputs:
         # The per-token path: keep it to a clock read and a few appends.
@@ -99,6 +135,7 @@ async def stream_chunks(
         if clock.first_token is None:
             clock.first_token = now
             prompt_tokens = len(output.prompt_token_ids or ())
+            prompt_entries = prompt_logprobs(output, top_prompt_logprobs)
         clock.last_token = now
         waiting_chars = 0
         newly_finished = False
@@ -109,6 +146,9 @@ async def stream_chunks(
             if completion.text:
                 choice.pending.append(completion.text)
                 choice.pending_chars += len(completion.text)
+            if top_logprobs is not None and completion.logprobs is not None:
+                entries = token_logprobs(completion.token_ids, completion.logprobs, top_logprobs)
+                choice.logprobs = (choice.logprobs or []) + entries
             choice.completion_tokens += len(completion.token_ids)
             if completion.finish_reason is not None:
                 choice.finish_reason = completion.finish_reason
@@ -126,9 +166,13 @@ async def stream_chunks(
             chunk = _drain(choices)
             if chunk["choices"]:
                 last_flush = now
+                if prompt_entries is not None:
+                    chunk["prompt_logprobs"], prompt_entries = prompt_entries, None
                 yield chunk
 
     final = _drain(choices, final=True)
+    if prompt_entries is not None:
+        final["prompt_logprobs"] = prompt_entries
     completion_tokens = sum(c.completion_tokens for c in choices.values())
     final["usage"] = usage(prompt_tokens, completion_tokens)
     final["metrics"] = job_metrics(clock, completion_tokens, last)
@@ -143,6 +187,8 @@ def _drain(choices: dict[int, _Choice], final: bool = False) -> dict[str, Any]:
         if not choice.pending and not report_finish and not final:
             continue
         item: dict[str, Any] = {"index": index, "text": "".join(choice.pending)}
+        if choice.logprobs is not None:
+            item["logprobs"], choice.logprobs = choice.logprobs, []
         if report_finish:
             item["finish_reason"] = choice.finish_reason
             if choice.stop_reason is not None:
@@ -155,7 +201,9 @@ def _drain(choices: dict[int, _Choice], final: bool = False) -> dict[str, Any]:
     return {"choices": out}
 
 
-def final_result(output: RequestOutput, clock: JobClock) -> dict[str, Any]:
+def final_result(
+    output: RequestOutput, clock: JobClock, top_logprobs: int | None = None, top_prompt_logprobs: int | None = None
+) -> dict[str, Any]:
     """A non-streamed job's whole result from one FINAL_ONLY RequestOutput."""
     clock.token_seen()
     choices = []
@@ -168,6 +216,8 @@ def final_result(output: RequestOutput, clock: JobClock) -> dict[str, Any]:
         }
         if completion.stop_reason is not None:
             item["stop_reason"] = completion.stop_reason
+        if top_logprobs is not None and completion.logprobs is not None:
+            item["logprobs"] = token_logprobs(completion.token_ids, completion.logprobs, top_logprobs)
         choices.append(item)
         completion_tokens += len(completion.token_ids)
     prompt_tokens = len(output.prompt_token_ids or [])
@@ -182,7 +232,11 @@ def final_result(output: RequestOutput, clock: JobClock) -> dict[str, Any]:
     else:
         metrics.pop("time_to_first_token_ms", None)
         metrics.pop("generation_tokens_per_s", None)
-    return {"choices": choices, "usage": usage(prompt_tokens, completion_tokens), "metrics": metrics}
+    result = {"choices": choices, "usage": usage(prompt_tokens, completion_tokens), "metrics": metrics}
+    prompt_entries = prompt_logprobs(output, top_prompt_logprobs)
+    if prompt_entries is not None:
+        result["prompt_logprobs"] = prompt_entries
+    return result
 
 
 async def coalesce_events(

@@ -1,0 +1,40 @@
+"""Print the README's route table from the one route table (worker/serving/routes.py), or rewrite it in place.
+
+    .venv/bin/python scripts/routes_table.py           # print the table
+    .venv/bin/python scripts/routes_table.py --write   # replace it in README.md between the markers
+
+tests/test_routes.py fails when the README's table differs from this output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from worker.serving.routes import routes_markdown  # noqa: E402
+
+START = "<!-- routes-table:start -->"
+END = "<!-- routes-table:end -->"
+
+
+def render_table() -> str:
+    return routes_markdown()
+
+
+def replace_table(readme: str) -> str:
+    head, start, rest = readme.partition(START)
+    _old, end, tail = rest.partition(END)
+    if not start or not end:
+        raise SystemExit(f"README.md has no {START} ... {END} block")
+    return f"{head}{START}\n{render_table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        readme = ROOT / "README.md"
+        readme.write_text(replace_table(readme.read_text()))
+    else:
+        print(render_table())
