@@ -27,7 +27,7 @@ from config.settings import SettingsError, load_settings  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
 from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
-from worker.serving.shutdown import job_loop_options, skip_final_collection  # noqa: E402
+from worker.serving.shutdown import exit_now, job_loop_options  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -100,6 +100,7 @@ def main() -> None:
         except EngineStartError:
             sys.exit(1)  # the reason is logged; the platform replaces this worker
     jobs = JobHandler(settings, engine)
+    exit_code = 0
     try:
         runpod.serverless.start(
             {
@@ -109,10 +110,12 @@ def main() -> None:
                 **job_loop_options(),
             }
         )
+    except SystemExit as stop:  # local test mode ends with sys.exit(0) or sys.exit(1)
+        exit_code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     finally:
         # The SDK returns after SIGTERM once in-flight jobs are done: stop vLLM's processes with us.
         engine.shutdown()
-        skip_final_collection()
+    exit_now(exit_code)
 
 
 if __name__ == "__main__":

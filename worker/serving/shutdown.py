@@ -13,8 +13,21 @@ from __future__ import annotations
 import asyncio
 import atexit
 import gc
+import logging
+import os
 import signal
-from typing import Any
+import sys
+from typing import Any, NoReturn
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process once its jobs are reported and vLLM has stopped. A normal interpreter exit would still
+    spend seconds on the way out (ZeroMQ contexts terminating, the final GC pass; measured 8-11 s after the
+    engine's shutdown), time in which a new worker cannot take this one's place."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def skip_final_collection() -> None:
