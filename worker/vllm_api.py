@@ -23,7 +23,9 @@ from vllm.entrypoints.serve.exception_handling.error_response import (
 from vllm.entrypoints.serve.exception_handling.handlers.validation import (
     clean_loc_for_param,
 )
+from vllm.entrypoints.openai.models.protocol import LoRAModulePath
 from vllm.exceptions import VLLMValidationError
+from vllm.lora.request import LoRARequest
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
@@ -44,6 +46,8 @@ __all__ = [
     "EngineDeadError",
     "ErrorResponse",
     "FlexibleArgumentParser",
+    "LoRAModulePath",
+    "LoRARequest",
     "ReasoningParserManager",
     "RequestOutput",
     "RequestOutputKind",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from config.settings import SettingsError, WorkerSettings
 
 if TYPE_CHECKING:
+    from worker.model_files.adapters import Adapter
     from worker.vllm_api import AsyncEngineArgs, AsyncLLM
 
 log = logging.getLogger("worker.serving.engine")
@@ -47,9 +48,14 @@ def exit_process(reason: str, grace_s: float = FATAL_EXIT_GRACE_S) -> None:
 
 
 def build_engine_args(
-    settings: WorkerSettings, model_path: str, tensor_parallel_size: int, pipeline_parallel_size: int
+    settings: WorkerSettings,
+    model_path: str,
+    tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    sized: dict[str, Any] | None = None,
 ) -> AsyncEngineArgs:
-    """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error."""
+    """Settings (+ ENGINE_ARGS) -> vLLM's AsyncEngineArgs; unknown ENGINE_ARGS keys are a settings error.
+    sized: arguments the worker worked out (the LoRA sizes); ENGINE_ARGS still wins over them."""
     from worker.vllm_api import AsyncEngineArgs
 
     fields = {f.name: f for f in dataclasses.fields(AsyncEngineArgs)}
@@ -81,6 +87,7 @@ def build_engine_args(
         "reasoning_parser": settings.reasoning_parser or "",
         # Per-request log lines would carry prompts into the logs.
         "enable_log_requests": False,
+        **(sized or {}),
     }
     args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
     try:
@@ -124,6 +131,7 @@ class EngineHandle:
         self._watchdog: asyncio.Task | None = None
         self._dead_reported = False
         self.load_seconds: float | None = None
+        self.adapters: list[Adapter] = []  # LORA_MODULES, fetched, once the engine is built
 
     @property
     def engine(self) -> AsyncLLM | None:
@@ -153,6 +161,7 @@ class EngineHandle:
             raise self._start_failed(error) from None
 
     def _build_unguarded(self) -> AsyncLLM:
+        from worker.model_files.adapters import ensure_adapters, lora_engine_args, lora_sizes
         from worker.model_files.config_json import read_model_config
         from worker.model_files.download import ensure_model
         from worker.parallel.layout import plan_parallelism, visible_gpus
@@ -162,11 +171,17 @@ class EngineHandle:
         settings = self.settings
         model_path = ensure_model(settings)
         model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
-        plan = plan_parallelism(settings, model_config, visible_gpus())
+        adapters = ensure_adapters(settings)
+        lora_args = lora_engine_args(adapters, settings.engine_args)
+        plan = plan_parallelism(
+            settings, model_config, visible_gpus(), lora=lora_sizes(adapters, settings.engine_args)
+        )
         log.info("parallelism: %s", plan.summary)
         for warning in plan.warnings:
             log.warning("%s", warning)
-        args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
+        args = build_engine_args(
+            settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size, sized=lora_args
+        )
         log.info(
             "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
             settings.model_name,
@@ -175,6 +190,7 @@ class EngineHandle:
             settings.dtype,
         )
         engine = AsyncLLM.from_engine_args(args)
+        self.adapters = adapters
         self.load_seconds = time.perf_counter() - started
         log.info("engine ready in %.1f s", self.load_seconds)
         return engine

@@ -26,6 +26,7 @@ from worker.serving.jobs import (
     sampling_error,
     sampling_params_model,
 )
+from worker.serving.lora import lora_request
 from worker.serving.streaming import JobClock, final_result, stream_chunks
 from worker.vllm_api import VLLMValidationError
 
@@ -121,6 +122,7 @@ class JobHandler:
         wait_started = time.perf_counter()
         engine = await self.engine.get()
         clock.engine_ready(time.perf_counter() - wait_started)
+        adapter = lora_request(self.engine.adapters, job.lora)
         build = functools.partial(
             build_engine_request,
             job,
@@ -133,7 +135,10 @@ class JobHandler:
         # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
         request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
         outputs = engine.generate(
-            engine_prompt(engine, request.prompt_token_ids), request.sampling_params, request_id=request_id
+            engine_prompt(engine, request.prompt_token_ids),
+            request.sampling_params,
+            request_id=request_id,
+            lora_request=adapter,
         )
         # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request.
         async with contextlib.aclosing(outputs), abort_after(self.settings.job_timeout_s, engine, request_id):
@@ -158,7 +163,7 @@ class JobHandler:
         if self._openai is None:
             async with self._openai_lock:
                 if self._openai is None:
-                    self._openai = await OpenAIRoutes.create(engine, self.settings)
+                    self._openai = await OpenAIRoutes.create(engine, self.settings, self.engine.adapters)
         async for chunk in self._openai.handle(job_input, job_id):
             yield chunk
 

@@ -92,6 +92,7 @@ class NativeJobInput(BaseModel):
     sampling_params: dict[str, Any] = Field(default_factory=dict)
     stream: bool = False
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    lora: str | None = None  # a LORA_MODULES adapter name; None: the base model
 
     def prompt_chars(self) -> int:
         if self.prompt is not None:

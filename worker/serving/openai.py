@@ -40,7 +40,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 
 from config.settings import SettingsError, WorkerSettings
+from worker.model_files.adapters import Adapter
 from worker.serving.errors import JobError
+from worker.serving.lora import openai_lora_modules
 from worker.serving.streaming import coalesce_events, until
 from worker.vllm_api import (
     AsyncLLM,
@@ -79,9 +81,11 @@ class OpenAIRoutes:
         }
 
     @classmethod
-    async def create(cls, engine: AsyncLLM, settings: WorkerSettings) -> OpenAIRoutes:
-        """vLLM's app state on the running engine, as `vllm serve` builds it from its options."""
+    async def create(cls, engine: AsyncLLM, settings: WorkerSettings, adapters: list[Adapter] = ()) -> OpenAIRoutes:
+        """vLLM's app state on the running engine, as `vllm serve` builds it from its options.
+        adapters: LORA_MODULES as fetched; `model` = an adapter's name picks it, /v1/models lists them."""
         args = server_args(settings, engine.model_config.model)
+        args.lora_modules = openai_lora_modules(list(adapters))
         # The reasoning parser is an engine option: the app state reads it from the engine's config.
         args.structured_outputs_config = engine.vllm_config.structured_outputs_config
         state = State()
@@ -190,6 +194,7 @@ _SETTING_FLAGS = {
     "enable_auto_tool_choice": "ENABLE_AUTO_TOOL_CHOICE",
     "reasoning_parser": "REASONING_PARSER",
     "served_model_name": "SERVED_MODEL_NAME",
+    "lora_modules": "LORA_MODULES",
 }
 _FRONTEND_OPTIONS = {f.name for f in dataclasses.fields(BaseFrontendArgs)} - set(_SETTING_FLAGS)
 
