@@ -52,6 +52,12 @@ def _parse_engine_args(value: Any) -> Any:
     return value
 
 
+def _parse_host_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [host.strip() for host in value.split(",") if host.strip()]
+    return value
+
+
 class LoraModule(BaseModel):
     """One LoRA adapter: the name requests use, and a hub repo id, a local folder or a network-volume path."""
 
@@ -155,6 +161,25 @@ class WorkerSettings(BaseSettings):
         description="LoRA adapters to serve on the base model, as `vllm serve --lora-modules` takes them: "
         "'name=path' pairs (space separated) or a JSON list of {\"name\", \"path\"}; a path is a hub repo id, "
         "a local folder or a network-volume folder. Requests pick one by name (OpenAI `model`, native `lora`).",
+    )
+
+    # --- images in requests ----------------------------------------------------------------------
+    max_images_per_prompt: int = Field(
+        default=4, ge=0, le=64, description="Images one request may carry (vision-language models)."
+    )
+    max_image_bytes: int = Field(
+        default=10_000_000, ge=1, description="Largest image, in bytes, a request may send or name by URL."
+    )
+    max_image_pixels: int = Field(
+        default=16_777_216, ge=1, description="Largest image, in pixels (width x height), a request may send."
+    )
+    media_fetch_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Time to fetch one image URL (DNS, redirects and body)."
+    )
+    media_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_parse_host_list)] = Field(
+        default_factory=list,
+        description="Hosts (comma separated) whose image URLs may resolve to private or loopback addresses; "
+        "every other URL must reach a public address.",
     )
 
     # --- serving ---------------------------------------------------------------------------------

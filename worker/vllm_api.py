@@ -26,6 +26,8 @@ from vllm.entrypoints.serve.exception_handling.handlers.validation import (
 from vllm.entrypoints.openai.models.protocol import LoRAModulePath
 from vllm.exceptions import VLLMValidationError
 from vllm.lora.request import LoRARequest
+from vllm.multimodal.media import MEDIA_CONNECTOR_REGISTRY, ImageMediaIO, MediaConnector
+from vllm.renderers.params import ChatParams
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
@@ -37,17 +39,21 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 __all__ = [
+    "MEDIA_CONNECTOR_REGISTRY",
     "AsyncEngineArgs",
     "AsyncLLM",
     "BaseFrontendArgs",
     "ChatCompletionRequest",
+    "ChatParams",
     "CompletionOutput",
     "CompletionRequest",
     "EngineDeadError",
     "ErrorResponse",
     "FlexibleArgumentParser",
+    "ImageMediaIO",
     "LoRAModulePath",
     "LoRARequest",
+    "MediaConnector",
     "ReasoningParserManager",
     "RequestOutput",
     "RequestOutputKind",

@@ -165,6 +165,7 @@ class EngineHandle:
         from worker.model_files.config_json import read_model_config
         from worker.model_files.download import ensure_model
         from worker.parallel.layout import plan_parallelism, visible_gpus
+        from worker.serving.media import install_media_policy
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
@@ -172,7 +173,9 @@ class EngineHandle:
         model_path = ensure_model(settings)
         model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
         adapters = ensure_adapters(settings)
-        lora_args = lora_engine_args(adapters, settings.engine_args)
+        install_media_policy(settings)  # vLLM's media fetching obeys the worker's URL policy
+        sized = {"limit_mm_per_prompt": {"image": settings.max_images_per_prompt}}
+        sized.update(lora_engine_args(adapters, settings.engine_args))
         plan = plan_parallelism(
             settings, model_config, visible_gpus(), lora=lora_sizes(adapters, settings.engine_args)
         )
@@ -180,7 +183,7 @@ class EngineHandle:
         for warning in plan.warnings:
             log.warning("%s", warning)
         args = build_engine_args(
-            settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size, sized=lora_args
+            settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size, sized=sized
         )
         log.info(
             "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",

@@ -27,6 +27,7 @@ from worker.serving.jobs import (
     sampling_params_model,
 )
 from worker.serving.lora import lora_request
+from worker.serving.media import render_content_parts
 from worker.serving.streaming import JobClock, final_result, stream_chunks
 from worker.vllm_api import VLLMValidationError
 
@@ -123,19 +124,21 @@ class JobHandler:
         engine = await self.engine.get()
         clock.engine_ready(time.perf_counter() - wait_started)
         adapter = lora_request(self.engine.adapters, job.lora)
+        rendered = await render_content_parts(job, engine) if job.has_content_parts() else None
         build = functools.partial(
             build_engine_request,
             job,
             engine.get_tokenizer(),
             max_model_len=engine.model_config.max_model_len,
             default_max_tokens=self.settings.default_max_tokens,
+            rendered=rendered,
         )
         # Tokenizing a long prompt takes milliseconds: off the event loop, where other jobs stream.
         request = await asyncio.to_thread(build) if job.prompt_chars() > LONG_PROMPT_CHARS else build()
         # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
         request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
         outputs = engine.generate(
-            engine_prompt(engine, request.prompt_token_ids),
+            request.engine_prompt or engine_prompt(engine, request.prompt_token_ids),
             request.sampling_params,
             request_id=request_id,
             lora_request=adapter,
