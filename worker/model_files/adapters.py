@@ -106,5 +106,6 @@ def lora_sizes(adapters: list[Adapter], engine_args: dict[str, Any]) -> tuple[in
     """(max_loras, max_lora_rank) the engine will run with: what the memory plan counts."""
     if not adapters and not engine_args.get("enable_lora"):
         return 0, 0
+    # 1 and 16: vLLM's own LoRAConfig defaults, for enable_lora without LORA_MODULES.
     args = {"max_loras": 1, "max_lora_rank": 16, **lora_engine_args(adapters, engine_args), **engine_args}
     return int(args["max_loras"]), int(args["max_lora_rank"])

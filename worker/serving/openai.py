@@ -32,7 +32,7 @@ import dataclasses
 import json
 import logging
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -81,7 +81,9 @@ class OpenAIRoutes:
         }
 
     @classmethod
-    async def create(cls, engine: AsyncLLM, settings: WorkerSettings, adapters: list[Adapter] = ()) -> OpenAIRoutes:
+    async def create(
+        cls, engine: AsyncLLM, settings: WorkerSettings, adapters: Sequence[Adapter] = ()
+    ) -> OpenAIRoutes:
         """vLLM's app state on the running engine, as `vllm serve` builds it from its options.
         adapters: LORA_MODULES as fetched; `model` = an adapter's name picks it, /v1/models lists them."""
         args = server_args(settings, engine.model_config.model)
