@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -54,6 +56,48 @@ def _parse_engine_args(value: Any) -> Any:
         except json.JSONDecodeError as error:
             raise ValueError(f"must be a JSON object, e.g. '{{\"enforce_eager\": true}}' ({error})") from None
     return value
+
+
+def _parse_host_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [host.strip() for host in value.split(",") if host.strip()]
+    return value
+
+
+class LoraModule(BaseModel):
+    """One LoRA adapter: the name requests use, and a hub repo id, a local folder or a network-volume path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[^\s=,]+$")
+    path: str = Field(min_length=1)
+
+
+def _parse_lora_modules(value: Any) -> Any:
+    """`name=path` pairs (space or comma separated) or JSON (a list of {"name", "path"} objects or
+    `name=path` strings, or one object), as `vllm serve --lora-modules` takes them."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if text[0] in "[{":
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is not valid JSON ({error})") from None
+        items = parsed if isinstance(parsed, list) else [parsed]
+    else:
+        items = text.replace(",", " ").split()
+    modules = []
+    for item in items:
+        if isinstance(item, str):
+            name, sep, path = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not name=path")
+            item = {"name": name.strip(), "path": path.strip()}
+        modules.append(item)
+    return modules
 
 
 class WorkerSettings(BaseSettings):
@@ -115,6 +159,33 @@ class WorkerSettings(BaseSettings):
         default_factory=dict,
         description="JSON object of any other vLLM engine argument, e.g. "
         "'{\"max_num_seqs\": 128, \"enable_prefix_caching\": true}'.",
+    )
+
+    # --- LoRA adapters -------------------------------------------------------------------------
+    lora_modules: Annotated[list[LoraModule], NoDecode, BeforeValidator(_parse_lora_modules)] = Field(
+        default_factory=list,
+        description="LoRA adapters to serve on the base model, as `vllm serve --lora-modules` takes them: "
+        "'name=path' pairs (space separated) or a JSON list of {\"name\", \"path\"}; a path is a hub repo id, "
+        "a local folder or a network-volume folder. Requests pick one by name (OpenAI `model`, native `lora`).",
+    )
+
+    # --- images in requests ----------------------------------------------------------------------
+    max_images_per_prompt: int = Field(
+        default=4, ge=0, le=64, description="Images one request may carry (vision-language models)."
+    )
+    max_image_bytes: int = Field(
+        default=10_000_000, ge=1, description="Largest image, in bytes, a request may send or name by URL."
+    )
+    max_image_pixels: int = Field(
+        default=16_777_216, ge=1, description="Largest image, in pixels (width x height), a request may send."
+    )
+    media_fetch_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Time to fetch one image URL (DNS, redirects and body)."
+    )
+    media_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_parse_host_list)] = Field(
+        default_factory=list,
+        description="Hosts (comma separated) whose image URLs may resolve to private or loopback addresses; "
+        "every other URL must reach a public address.",
     )
 
     # --- serving ---------------------------------------------------------------------------------
@@ -237,6 +308,18 @@ class WorkerSettings(BaseSettings):
         if shadowed:
             names = ", ".join(f"{name} (use {FIRST_CLASS_ENGINE_ARGS[name]})" for name in shadowed)
             raise ValueError(f"ENGINE_ARGS sets what a setting of its own controls: {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_names_are_unique(self) -> "WorkerSettings":
+        names = [module.name for module in self.lora_modules]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"LORA_MODULES names each adapter once; repeated: {', '.join(repeated)}")
+        if self.served_name in names:
+            raise ValueError(
+                f"LORA_MODULES: adapter name {self.served_name!r} is the base model's served name; rename the adapter"
+            )
         return self
 
     @model_validator(mode="after")

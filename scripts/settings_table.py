@@ -33,7 +33,7 @@ def default_text(name: str) -> str:
     value: Any = field.get_default(call_default_factory=True)
     if name == "model_name":
         return "required"
-    if value is None or value in ({}, ""):
+    if value is None or value in ({}, "", []):
         return "unset"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"

@@ -123,7 +123,7 @@ def test_hub_defaults_are_the_settings_defaults(key, clean_env):
     field = FIELDS[key.lower()]
     default = field.get_default(call_default_factory=True)
     if "default" not in entry["input"]:
-        assert default in (None, "", {}), f"{key}: hub.json has no default but the worker's is {default!r}"
+        assert default in (None, "", {}, []), f"{key}: hub.json has no default but the worker's is {default!r}"
         return
     clean_env.setenv(key, _env_value(entry, entry["input"]["default"]))
     extra = {} if key == "MODEL_NAME" else {"model_name": "org/model"}

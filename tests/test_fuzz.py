@@ -54,13 +54,31 @@ sampling_params = st.one_of(
     st.fixed_dictionaries({}, optional=sampling_values),
     json_values,
 )
+# OpenAI-style content parts: text, images by URL (refused schemes and addresses included), and junk.
+image_urls = st.sampled_from([
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==",
+    "data:image/png;base64,@@@", "data:text/plain,hi", "file:///etc/passwd", "http://127.0.0.1:1/a.png",
+    "http://169.254.169.254/latest/meta-data/", "ftp://example.com/a.png", "", "not a url",
+])
+content_parts = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=30)}),
+        st.fixed_dictionaries(
+            {"type": st.just("image_url")},
+            optional={"image_url": st.one_of(st.fixed_dictionaries({"url": image_urls}), json_values)},
+        ),
+        st.fixed_dictionaries({"type": st.one_of(st.sampled_from(["video_url", "input_audio", ""]), json_scalars)}),
+        json_values,
+    ),
+    max_size=4,
+)
 messages = st.one_of(
     st.lists(
         st.fixed_dictionaries(
             {},
             optional={
                 "role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", "wizard", ""]), json_scalars),
-                "content": st.one_of(st.text(max_size=60), invalid_text, json_values),
+                "content": st.one_of(st.text(max_size=60), invalid_text, content_parts, json_values),
                 "extra": json_scalars,
             },
         ),

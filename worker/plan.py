@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tensor-parallel-size", type=_tp_size, default=_default("tensor_parallel_size"), help="check this size instead of 'auto'"
     )
     parser.add_argument("--kv-cache-dtype", help="as KV_CACHE_DTYPE (fp8 halves the KV cache)")
+    parser.add_argument("--max-loras", type=int, default=0, help="LoRA adapter slots (as MAX_LORAS); 0: none")
+    parser.add_argument("--max-lora-rank", type=int, default=16, help="as MAX_LORA_RANK (with --max-loras)")
     parser.add_argument("--revision", help="hub branch, tag or commit (as MODEL_REVISION)")
     parser.add_argument("--topology", type=Path, metavar="FILE", help="saved `nvidia-smi topo -m` output")
     return parser.parse_args(argv)
@@ -126,6 +128,7 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
     valid = valid_tp_sizes(config)
     memory = gpus.min_memory_bytes or 0
     usable = int(memory * args.gpu_memory_utilization) - RUNTIME_RESERVE_BYTES
+    lora = (args.max_loras, args.max_lora_rank) if args.max_loras > 0 else (0, 0)
     try:
         plan = choose_parallelism(
             model_name=args.model,
@@ -137,6 +140,7 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
             gpu_memory_utilization=args.gpu_memory_utilization,
             max_model_len=args.max_model_len,
             nodes=args.nodes,
+            lora=lora,
         )
         chosen, failure = plan.tensor_parallel_size, None
     except ParallelismError as error:
@@ -153,12 +157,14 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
         "activations)",
         f"Context    MAX_MODEL_LEN {max_len:,} tokens; "
         + (f"PIPELINE_PARALLEL_SIZE = {args.nodes} x {gpus.count} GPUs / TP" if args.nodes > 1
-           else f"PIPELINE_PARALLEL_SIZE {pp}"),
+           else f"PIPELINE_PARALLEL_SIZE {pp}")
+        + (f"; LoRA {lora[0]} adapter slot(s) of rank {lora[1]}" if lora[0] else ""),
         f"Valid TENSOR_PARALLEL_SIZE: {', '.join(map(str, valid))}",
         "",
     ]
     header = f"{'TP':>4}" + (f" {'PP':>4}" if args.nodes > 1 else "") + f" {'GPUs':>5} {'weights/GPU':>12}"
     header += f" {'8-bit/GPU':>10}" if show_eight_bit else ""
+    header += f" {'LoRA/GPU':>9}" if lora[0] else ""
     header += f" {'KV/token/GPU':>13} {'KV tokens':>12}  fits"
     out.append(header)
     for tp in valid:
@@ -167,7 +173,8 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
                 continue  # tensor parallelism stays inside a node
             pp = args.nodes * gpus.count // tp
         row = plan_memory(shape, precision, tp=tp, pp=pp, gpu_memory_bytes=memory,
-                          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len)
+                          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len,
+                          max_loras=lora[0], max_lora_rank=lora[1])
         problem = layout_problem(tp, pp, gpus.count, row, args.nodes)
         verdict = "yes" if problem is None else f"no: {problem}"
         if tp == chosen:
@@ -176,6 +183,8 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
         line += f"{format_bytes(row.weight_bytes_per_gpu):>12}"
         if show_eight_bit:
             line += f" {format_bytes(weight_bytes(shape, eight_bit, tp, pp)):>10}"
+        if lora[0]:
+            line += f" {format_bytes(row.lora_bytes_per_gpu):>9}"
         line += f" {format_bytes(row.kv_bytes_per_token):>13} {row.kv_tokens:>12,}  {verdict}"
         out.append(line)
     out.append("")

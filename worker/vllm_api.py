@@ -22,6 +22,7 @@ from vllm.entrypoints.launchers.cli_args import (
 )
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.openai.models.protocol import LoRAModulePath
 from vllm.entrypoints.openai.responses.api_router import (
     _convert_stream_to_sse_events as responses_sse_events,
 )
@@ -47,9 +48,12 @@ from vllm.entrypoints.serve.exception_handling.handlers.validation import (
 from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 from vllm.exceptions import VLLMValidationError
 from vllm.logprobs import Logprob
+from vllm.lora.request import LoRARequest
+from vllm.multimodal.media import MEDIA_CONNECTOR_REGISTRY, ImageMediaIO, MediaConnector
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
+from vllm.renderers.params import ChatParams
 from vllm.sampling_params import RequestOutputKind
 from vllm.tool_parsers import ToolParserManager
 from vllm.usage.usage_lib import UsageContext
@@ -64,6 +68,7 @@ __all__ = [
     "AnthropicError",
     "AnthropicErrorResponse",
     "AnthropicMessagesRequest",
+    "MEDIA_CONNECTOR_REGISTRY",
     "AsyncEngineArgs",
     "AsyncLLM",
     "BaseFrontendArgs",
@@ -71,6 +76,7 @@ __all__ = [
     "ClassificationCompletionRequest",
     "ClassificationRequest",
     "CohereEmbedRequest",
+    "ChatParams",
     "CompletionOutput",
     "CompletionRequest",
     "DetokenizeRequest",
@@ -83,6 +89,10 @@ __all__ = [
     "Logprob",
     "PoolingParams",
     "PoolingRequest",
+    "ImageMediaIO",
+    "LoRAModulePath",
+    "LoRARequest",
+    "MediaConnector",
     "ReasoningParserManager",
     "RequestOutput",
     "RequestOutputKind",

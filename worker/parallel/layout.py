@@ -79,8 +79,11 @@ def layout_problem(tp: int, pp: int, gpu_count: int, row: MemoryRow | None, node
     return None
 
 
-def plan_parallelism(settings: "WorkerSettings", model_config: dict[str, Any], gpus: GpuInventory) -> ParallelPlan:
-    """Decide the tensor/pipeline sizes for `settings` on `gpus`; ParallelismError if they cannot work."""
+def plan_parallelism(
+    settings: "WorkerSettings", model_config: dict[str, Any], gpus: GpuInventory, *, lora: tuple[int, int] = (0, 0)
+) -> ParallelPlan:
+    """Decide the tensor/pipeline sizes for `settings` on `gpus`; ParallelismError if they cannot work.
+    lora: (max_loras, max_lora_rank) the engine reserves adapter memory for (worker/model_files/adapters.py)."""
     return choose_parallelism(
         model_name=settings.model_name,
         model_config=model_config,
@@ -97,6 +100,7 @@ def plan_parallelism(settings: "WorkerSettings", model_config: dict[str, Any], g
         max_model_len=settings.max_model_len,
         nodes=settings.cluster_nodes,
         enforce_eager=settings.enforce_eager,
+        lora=lora,
     )
 
 
@@ -112,6 +116,7 @@ def choose_parallelism(
     max_model_len: int | None,
     nodes: int = 1,
     enforce_eager: bool = False,
+    lora: tuple[int, int] = (0, 0),
 ) -> ParallelPlan:
     """`plan_parallelism` without the settings object (the CLI calls this). `gpus` are one node's; with
     `nodes` > 1 the engine spans that many such nodes (TP inside a node, PP across nodes)."""
@@ -119,7 +124,7 @@ def choose_parallelism(
     valid = valid_sizes_of(shape)
     pp = pipeline_parallel_size
     context = _Context(model_name, shape, valid, pp, gpus, precision, gpu_memory_utilization,
-                       default_max_model_len(shape, max_model_len), nodes)
+                       default_max_model_len(shape, max_model_len), nodes, lora)
     if gpus.error:
         raise ParallelismError(
             f"NVIDIA GPUs are present but cannot be read ({gpus.error}); this pod cannot run {model_name}."
@@ -156,6 +161,7 @@ class _Context:
     utilization: float
     max_model_len: int
     nodes: int = 1
+    lora: tuple[int, int] = (0, 0)  # (max_loras, max_lora_rank)
 
     def memory(self, tp: int, pp: int | None = None, precision: Precision | None = None) -> MemoryRow | None:
         if not self.gpus.min_memory_bytes:
@@ -168,6 +174,8 @@ class _Context:
             gpu_memory_bytes=self.gpus.min_memory_bytes,
             gpu_memory_utilization=self.utilization,
             max_model_len=self.max_model_len,
+            max_loras=self.lora[0],
+            max_lora_rank=self.lora[1],
         )
 
     def describe_model(self) -> str:
@@ -350,6 +358,8 @@ def _plan_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
             f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, "
             f"KV cache ~{row.kv_tokens:,} tokens"
         )
+        if row.lora_bytes_per_gpu:
+            summary += f"; LoRA {ctx.lora[0]} x rank {ctx.lora[1]} {format_bytes(row.lora_bytes_per_gpu)}/GPU"
     return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
 
 
@@ -393,6 +403,11 @@ def _memory_error(ctx: _Context, row: MemoryRow, budget: int) -> str:
         f"KV cache at GPU_MEMORY_UTILIZATION={ctx.utilization} (less {format_bytes(RUNTIME_RESERVE_BYTES)} for "
         f"activations). MAX_MODEL_LEN={ctx.max_model_len}. Options:"
     ]
+    if row.lora_bytes_per_gpu:
+        lines.append(
+            f"- fewer or smaller LoRA adapter slots: max_loras={ctx.lora[0]} x max_lora_rank={ctx.lora[1]} take "
+            f"{format_bytes(row.lora_bytes_per_gpu)} per GPU (ENGINE_ARGS max_loras / max_lora_rank)"
+        )
     larger = next((r for r in map(ctx.memory, ctx.valid) if r and r.tp > row.tp and r.tp <= budget and r.fits), None)
     if larger:
         lines.append(

@@ -144,6 +144,24 @@ def kv_bytes_per_token(shape: ModelShape, precision: Precision, tp: int = 1, pp:
     return 2 * layers * _kv_heads_per_gpu(shape, tp) * shape.head_dim * precision.kv_bytes
 
 
+def lora_bytes(shape: ModelShape, precision: Precision, *, max_loras: int, max_rank: int, tp: int = 1, pp: int = 1) -> int:
+    """GPU bytes vLLM reserves for LoRA on one GPU: `max_loras` slots x rank `max_rank` of A and B matrices for
+    every projection of every layer of its stage, in the activation dtype (vLLM's default lora_dtype).
+
+    As vLLM's LoRA layers lay them out: a column-parallel layer (qkv, gate/up) keeps A whole and splits B's
+    output `tp` ways; a row-parallel one (o, down) splits A's input and keeps B whole."""
+    if max_loras <= 0 or max_rank <= 0:
+        return 0
+    h, hd = shape.hidden_size, shape.head_dim
+    q, kv_per_gpu = shape.num_heads * hd, _kv_heads_per_gpu(shape, tp) * hd
+    qkv = 3 * h + q / tp + 2 * kv_per_gpu  # three A slices of h; B holds this GPU's q, k and v outputs
+    o = q / tp + h
+    mlp = 2 * h + 2 * shape.intermediate_size / tp + shape.intermediate_size / tp + h  # gate/up, then down
+    experts = shape.num_experts * (3 * h + 3 * shape.moe_intermediate_size / tp)
+    per_layer = (qkv + o + mlp + experts) * max_rank * max_loras
+    return int(math.ceil(shape.num_layers / pp) * per_layer * precision.activation_bytes)
+
+
 @dataclass(frozen=True)
 class MemoryRow:
     """How a model fits one GPU of a tensor/pipeline-parallel group."""
@@ -154,6 +172,7 @@ class MemoryRow:
     kv_bytes_per_token: int
     usable_bytes_per_gpu: int  # gpu memory x utilization, less the runtime reserve
     max_model_len: int
+    lora_bytes_per_gpu: int = 0  # LoRA adapter slots (max_loras x max_lora_rank), 0 without adapters
 
     @property
     def gpus(self) -> int:
@@ -161,7 +180,7 @@ class MemoryRow:
 
     @property
     def kv_cache_bytes_per_gpu(self) -> int:
-        return max(0, self.usable_bytes_per_gpu - self.weight_bytes_per_gpu)
+        return max(0, self.usable_bytes_per_gpu - self.weight_bytes_per_gpu - self.lora_bytes_per_gpu)
 
     @property
     def needs_kv_cache(self) -> bool:
@@ -177,7 +196,7 @@ class MemoryRow:
 
     @property
     def weights_fit(self) -> bool:
-        return self.weight_bytes_per_gpu < self.usable_bytes_per_gpu
+        return self.weight_bytes_per_gpu + self.lora_bytes_per_gpu < self.usable_bytes_per_gpu
 
     @property
     def fits(self) -> bool:
@@ -185,13 +204,17 @@ class MemoryRow:
         return self.weights_fit and (not self.needs_kv_cache or self.kv_tokens >= self.max_model_len)
 
     def problem(self) -> str | None:
+        adapters = f" + LoRA adapters {format_bytes(self.lora_bytes_per_gpu)}" if self.lora_bytes_per_gpu else ""
         if not self.weights_fit:
             return (
-                f"weights need {format_bytes(self.weight_bytes_per_gpu)} per GPU, "
-                f"{format_bytes(self.usable_bytes_per_gpu)} usable"
+                f"weights{adapters} need {format_bytes(self.weight_bytes_per_gpu + self.lora_bytes_per_gpu)} "
+                f"per GPU, {format_bytes(self.usable_bytes_per_gpu)} usable"
             )
         if not self.fits:
-            return f"KV cache holds {self.kv_tokens:,} tokens, less than one {self.max_model_len:,}-token sequence"
+            return (
+                f"KV cache holds {self.kv_tokens:,} tokens, less than one {self.max_model_len:,}-token sequence"
+                + (f" (LoRA adapters take {format_bytes(self.lora_bytes_per_gpu)} per GPU)" if adapters else "")
+            )
         return None
 
 
@@ -204,6 +227,8 @@ def plan_memory(
     gpu_memory_bytes: int,
     gpu_memory_utilization: float,
     max_model_len: int,
+    max_loras: int = 0,
+    max_lora_rank: int = 0,
 ) -> MemoryRow:
     usable = int(gpu_memory_bytes * gpu_memory_utilization) - RUNTIME_RESERVE_BYTES
     return MemoryRow(
@@ -213,6 +238,7 @@ def plan_memory(
         kv_bytes_per_token=kv_bytes_per_token(shape, precision, tp, pp),
         usable_bytes_per_gpu=max(0, usable),
         max_model_len=max_model_len,
+        lora_bytes_per_gpu=lora_bytes(shape, precision, max_loras=max_loras, max_rank=max_lora_rank, tp=tp, pp=pp),
     )
 
 

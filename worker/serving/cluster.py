@@ -3,7 +3,7 @@
 Every node runs the same handler.py; CLUSTER_NODE_RANK (RunPod's NODE_RANK) picks the role:
 - node 0 builds the engine at start (vLLM's `nnodes`/`node_rank`/`master_addr`/`master_port`) and serves jobs;
 - nodes 1..N-1 run only vLLM's headless workers (what `vllm serve --headless` runs), built from the same
-  engine arguments (worker.serving.engine.engine_args_for), so the two sides cannot drift.
+  engine arguments (worker.serving.engine_args.engine_args_for), so the two sides cannot drift.
 
 Before vLLM starts, every node points gloo/NCCL at the cluster network and advertises its own address, and checks
 the layout (TP inside a node x PP across nodes): an impossible one stops every node with the same message (exit 2).
@@ -118,7 +118,7 @@ def run_follower(settings: WorkerSettings) -> NoReturn:
 
     rank, nodes = settings.cluster_node_rank, settings.cluster_nodes
     try:
-        args = engine_args_for(settings)
+        args, _adapters = engine_args_for(settings)
         vllm_config = args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER, headless=True)
     except (EngineStartError, SettingsError) as error:
         log.error("%s", error)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from config.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from worker.model_files.adapters import Adapter
     from worker.vllm_api import AsyncLLM
 
 log = logging.getLogger("worker.serving.engine")
@@ -63,6 +64,7 @@ class EngineHandle:
         self._watchdog: asyncio.Task | None = None
         self._dead_reported = False
         self.load_seconds: float | None = None
+        self.adapters: list[Adapter] = []  # LORA_MODULES, fetched, once the engine is built
 
     @property
     def engine(self) -> AsyncLLM | None:
@@ -96,7 +98,7 @@ class EngineHandle:
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
-        args = engine_args_for(self.settings)
+        args, self.adapters = engine_args_for(self.settings)
         try:
             engine = AsyncLLM.from_engine_args(args)
         except Exception as error:

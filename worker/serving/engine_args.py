@@ -18,7 +18,7 @@ import logging
 import shlex
 import typing
 from functools import cache
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -31,6 +31,9 @@ from config.settings import (
     setting_names,
 )
 from worker.vllm_api import AsyncEngineArgs, FlexibleArgumentParser
+
+if TYPE_CHECKING:
+    from worker.model_files.adapters import Adapter
 
 log = logging.getLogger("worker.serving.engine")
 
@@ -115,10 +118,15 @@ def _parse_env_value(env_var: str, field: str, value: str) -> Any:
 
 
 def build_engine_args(
-    settings: WorkerSettings, model_path: str, tensor_parallel_size: int, pipeline_parallel_size: int
+    settings: WorkerSettings,
+    model_path: str,
+    tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    sized: dict[str, Any] | None = None,
 ) -> AsyncEngineArgs:
     """Settings + engine-argument env vars + ENGINE_ARGS -> vLLM's AsyncEngineArgs; any bad one is a
-    settings error naming the env var."""
+    settings error naming the env var. sized: arguments the worker worked out (LoRA sizes, image limit);
+    engine-argument env vars and ENGINE_ARGS still win over them."""
     fields = _fields()
     unknown = sorted(set(settings.engine_args) - set(fields))
     if unknown:
@@ -156,6 +164,7 @@ def build_engine_args(
         "reasoning_parser": settings.reasoning_parser or "",
         # Per-request log lines would carry prompts into the logs (ENABLE_LOG_REQUESTS=true turns them on).
         "enable_log_requests": False,
+        **(sized or {}),
     }
     if settings.in_cluster:
         # vLLM's multiprocessing multi-node executor; node 0 runs the engine, the others its headless workers.
@@ -177,20 +186,34 @@ def build_engine_args(
         raise config_error(f"ENGINE_ARGS / engine env vars: {error}") from None
 
 
-def engine_args_for(settings: WorkerSettings) -> AsyncEngineArgs:
-    """The model downloaded, the layout planned and logged, and the engine arguments built: the one path from
-    settings to engine arguments (node 0's engine and a cluster follower's workers both take it)."""
+def engine_args_for(settings: WorkerSettings) -> tuple[AsyncEngineArgs, list[Adapter]]:
+    """The model and its LoRA adapters fetched, the layout planned and logged, and the engine arguments built:
+    the one path from settings to engine arguments (node 0's engine and a cluster follower's workers both
+    take it). Returns the arguments and the adapters (LORA_MODULES, as fetched)."""
+    from worker.model_files.adapters import (
+        ensure_adapters,
+        lora_engine_args,
+        lora_sizes,
+    )
     from worker.model_files.config_json import read_model_config
     from worker.model_files.download import ensure_model
     from worker.parallel.layout import plan_parallelism, visible_gpus
+    from worker.serving.media import install_media_policy
 
     model_path = ensure_model(settings)
     model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
-    plan = plan_parallelism(settings, model_config, visible_gpus())
+    adapters = ensure_adapters(settings)
+    install_media_policy(settings)  # vLLM's media fetching obeys the worker's URL policy
+    # LoRA sizes given as env vars (MAX_LORAS, ...) or in ENGINE_ARGS win over those read from the adapters.
+    given = {**engine_args_from_env(), **settings.engine_args}
+    sized = {"limit_mm_per_prompt": {"image": settings.max_images_per_prompt}, **lora_engine_args(adapters, given)}
+    plan = plan_parallelism(settings, model_config, visible_gpus(), lora=lora_sizes(adapters, given))
     log.info("parallelism: %s", plan.summary)
     for warning in plan.warnings:
         log.warning("%s", warning)
-    args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
+    args = build_engine_args(
+        settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size, sized=sized
+    )
     log.info(
         "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
         settings.model_name,
@@ -198,7 +221,7 @@ def engine_args_for(settings: WorkerSettings) -> AsyncEngineArgs:
         plan.pipeline_parallel_size,
         settings.dtype,
     )
-    return args
+    return args, adapters
 
 
 def _as_config(field: dataclasses.Field, value: Any) -> Any:

@@ -28,6 +28,8 @@ from worker.serving.jobs import (
     sampling_params_model,
 )
 from worker.serving.limits import InputLimits
+from worker.serving.lora import lora_request
+from worker.serving.media import render_content_parts
 from worker.serving.pooling_jobs import (
     encode_on_engine,
     generation_on_pooling_model,
@@ -146,6 +148,8 @@ class JobHandler:
         limits = self._input_limits(engine)
         check_job_input(job_input, limits)  # before parsing: a huge input costs no more than its size check
         job = parse_job_input(job_input)
+        adapter = lora_request(self.engine.adapters, job.lora)
+        rendered = await render_content_parts(job, engine) if job.has_content_parts() else None
         build = functools.partial(
             build_engine_request,
             job,
@@ -153,13 +157,17 @@ class JobHandler:
             max_model_len=engine.model_config.max_model_len,
             default_max_tokens=self.settings.default_max_tokens,
             limits=limits,
+            rendered=rendered,
         )
         # Tokenizing a long prompt takes milliseconds: off the event loop, where other jobs stream.
         request = await asyncio.to_thread(build) if job.prompt_chars() > LONG_PROMPT_CHARS else build()
         # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
         request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
         outputs = engine.generate(
-            engine_prompt(engine, request.prompt_token_ids), request.sampling_params, request_id=request_id
+            request.engine_prompt or engine_prompt(engine, request.prompt_token_ids),
+            request.sampling_params,
+            request_id=request_id,
+            lora_request=adapter,
         )
         # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request.
         async with contextlib.aclosing(outputs), abort_after(self.settings.job_timeout_s, engine, request_id):
@@ -189,7 +197,9 @@ class JobHandler:
         if self._openai is None:
             async with self._openai_lock:
                 if self._openai is None:
-                    self._openai = await OpenAIRoutes.create(engine, self.settings, self._input_limits(engine))
+                    self._openai = await OpenAIRoutes.create(
+                        engine, self.settings, self._input_limits(engine), self.engine.adapters
+                    )
         return self._openai
 
     async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:

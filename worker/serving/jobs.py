@@ -18,12 +18,14 @@ import re
 import typing
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     create_model,
     model_validator,
@@ -87,12 +89,51 @@ def sampling_params_model() -> type[BaseModel]:
     )
 
 
+class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+def _part_tag(part: Any) -> str | None:
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    # Tags with a '-' are left out of error paths (errors.py): the path reads content[1].image_url.url.
+    return {"text": "text-part", "image_url": "image-part"}.get(kind)
+
+
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("text-part")] | Annotated[ImagePart, Tag("image-part")],
+    Discriminator(_part_tag, custom_error_type="invalid_part", custom_error_message="each part's type must be 'text' or 'image_url'"),
+]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    # A string, or OpenAI-style parts: {"type": "text", "text"} and {"type": "image_url", "image_url": {"url"}}.
+    content: str | list[ContentPart]
     name: str | None = None
+
+    def text_chars(self) -> int:
+        if isinstance(self.content, str):
+            return len(self.content)
+        return sum(len(part.text) for part in self.content if isinstance(part, TextPart))
 
 
 class NativeJobInput(BaseModel):
@@ -105,11 +146,16 @@ class NativeJobInput(BaseModel):
     sampling_params: dict[str, Any] = Field(default_factory=dict)
     stream: bool = False
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    lora: str | None = None  # a LORA_MODULES adapter name; None: the base model
 
     def prompt_chars(self) -> int:
         if self.prompt is not None:
             return len(self.prompt)
-        return sum(len(message.content) for message in self.messages or [])
+        return sum(message.text_chars() for message in self.messages or [])
+
+    def has_content_parts(self) -> bool:
+        """Whether a message's content is a list of parts: rendered by vLLM's chat parsing (images and all)."""
+        return any(isinstance(message.content, list) for message in self.messages or [])
 
     @model_validator(mode="after")
     def _exactly_one_prompt(self) -> "NativeJobInput":
@@ -139,6 +185,7 @@ class EngineRequest:
     prompt_token_ids: list[int]
     sampling_params: SamplingParams
     stream: bool
+    engine_prompt: Any = None  # already rendered by vLLM (content parts, images); else made from the token ids
 
 
 def check_job_input(raw: Any, limits: InputLimits) -> None:
@@ -205,12 +252,16 @@ def build_engine_request(
     max_model_len: int,
     default_max_tokens: int,
     limits: InputLimits | None = None,
+    rendered: Any = None,
 ) -> EngineRequest:
     """Tokenize the prompt (rendering chat messages with the model's template) and make SamplingParams.
 
-    With `limits`, a prompt too long in characters to fit the context is refused before it is tokenized."""
+    With `limits`, a prompt too long in characters to fit the context is refused before it is tokenized.
+    rendered: the engine prompt vLLM's renderer already made of content parts (worker/serving/media.py)."""
     prompt_field = "input.messages" if job.messages is not None else "input.prompt"
-    prompt_token_ids = _tokenize(job, tokenizer, limits, prompt_field)
+    prompt_token_ids = (
+        list(rendered["prompt_token_ids"]) if rendered is not None else _tokenize(job, tokenizer, limits, prompt_field)
+    )
     room = max_model_len - len(prompt_token_ids)
     if room <= 0:
         raise invalid_input(
@@ -236,7 +287,7 @@ def build_engine_request(
         sampling_params = SamplingParams(**params)
     except (VLLMValidationError, ValueError, TypeError) as error:
         raise sampling_error(error) from None
-    return EngineRequest(prompt_token_ids, sampling_params, job.stream)
+    return EngineRequest(prompt_token_ids, sampling_params, job.stream, rendered)
 
 
 def engine_prompt(engine: Any, prompt_token_ids: list[int]) -> Any:
@@ -260,7 +311,7 @@ def _prompt_text(job: NativeJobInput, tokenizer: Any) -> str:
             raise invalid_input("input.prompt", "is empty", "Send the text to complete.")
         return job.prompt
     messages = [message.model_dump(exclude_none=True) for message in job.messages or []]
-    template_kwargs = _chat_template_kwargs(job, tokenizer) if job.chat_template_kwargs else {}
+    template_kwargs = chat_template_kwargs(job, tokenizer) if job.chat_template_kwargs else {}
     try:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
     except Exception as error:  # a template raises whatever its author chose
@@ -271,7 +322,7 @@ def _prompt_text(job: NativeJobInput, tokenizer: Any) -> str:
         ) from None
 
 
-def _chat_template_kwargs(job: NativeJobInput, tokenizer: Any) -> dict[str, Any]:
+def chat_template_kwargs(job: NativeJobInput, tokenizer: Any) -> dict[str, Any]:
     """The kwargs the model's template reads, as vLLM's server keeps them: a job may not swap the template
     (`chat_template`) or the rendering (`tokenize`), and variables the template never reads are dropped."""
     from worker.vllm_api import resolve_chat_template_kwargs

@@ -35,7 +35,7 @@ import dataclasses
 import json
 import logging
 import shlex
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -44,6 +44,7 @@ from starlette.datastructures import State
 from starlette.responses import JSONResponse, Response
 
 from config.settings import WorkerSettings, config_error
+from worker.model_files.adapters import Adapter
 from worker.serving.errors import JobError
 from worker.serving.limits import (
     INVALID_TEXT,
@@ -51,6 +52,7 @@ from worker.serving.limits import (
     first_invalid_text,
     text_chars,
 )
+from worker.serving.lora import openai_lora_modules
 from worker.serving.routes import NO_STORED_RESPONSES, ROUTES, Route, find_route
 from worker.serving.streaming import coalesce_events, until
 from worker.vllm_api import (
@@ -103,9 +105,17 @@ class OpenAIRoutes:
         self.served = tuple(route.path for route in ROUTES if getattr(state, route.serving, None) is not None)
 
     @classmethod
-    async def create(cls, engine: AsyncLLM, settings: WorkerSettings, limits: InputLimits | None = None) -> OpenAIRoutes:
-        """vLLM's app state on the running engine, as `vllm serve` builds it from its options."""
+    async def create(
+        cls,
+        engine: AsyncLLM,
+        settings: WorkerSettings,
+        limits: InputLimits | None = None,
+        adapters: Sequence[Adapter] = (),
+    ) -> OpenAIRoutes:
+        """vLLM's app state on the running engine, as `vllm serve` builds it from its options.
+        adapters: LORA_MODULES as fetched; `model` = an adapter's name picks it, /v1/models lists them."""
         args = server_args(settings, engine.model_config.model)
+        args.lora_modules = openai_lora_modules(list(adapters))
         # The reasoning parser is an engine option: the app state reads it from the engine's config.
         args.structured_outputs_config = engine.vllm_config.structured_outputs_config
         state = State()
@@ -347,6 +357,7 @@ _SETTING_FLAGS = {
     "enable_auto_tool_choice": "ENABLE_AUTO_TOOL_CHOICE",
     "reasoning_parser": "REASONING_PARSER",
     "served_model_name": "SERVED_MODEL_NAME",
+    "lora_modules": "LORA_MODULES",
 }
 _FRONTEND_OPTIONS = {f.name for f in dataclasses.fields(BaseFrontendArgs)} - set(_SETTING_FLAGS)
 
