@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from config.settings import load_settings
 from tests.helpers import FIXTURES
 from worker.parallel.gpus import GpuInventory
@@ -69,15 +71,12 @@ def test_a_decoder_still_needs_its_kv_cache():
 def test_engine_args_runner_and_convert_values_are_checked_at_start(tiny_model):
     from config.settings import SettingsError
     from tests.helpers import run_local_mode
-    from worker.serving.engine import check_engine_args
+    from worker.serving.engine_args import check_engine_args
 
-    check_engine_args(load_settings(model_name="org/model", engine_args={"runner": "pooling", "convert": "embed"}))
-    try:
-        check_engine_args(load_settings(model_name="org/model", engine_args={"convert": "embedding"}))
-    except SettingsError as error:
-        assert "ENGINE_ARGS: convert='embedding'" in str(error) and "'embed'" in str(error)
-    else:
-        raise AssertionError("convert='embedding' was accepted")
+    check_engine_args(load_settings(model_name=str(tiny_model), engine_args={"runner": "pooling", "convert": "embed"}))
+    with pytest.raises(SettingsError) as refused:
+        check_engine_args(load_settings(model_name=str(tiny_model), engine_args={"convert": "embedding"}))
+    assert "ENGINE_ARGS: convert='embedding'" in str(refused.value) and "'embed'" in str(refused.value)
     done = run_local_mode(tiny_model, {"prompt": "hi"}, ENGINE_ARGS='{"runner": "pooler"}')
     assert done.returncode == 2, done.stderr[-2000:]
     assert "ENGINE_ARGS: runner='pooler'" in done.stderr + done.stdout
