@@ -6,6 +6,14 @@ it, minus the HTTP posts) and straight on vLLM's engine. It prints one table (mo
 tensor-parallelism guide's throughput table) and, with --json, writes the numbers for tracking.
 
     MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m worker.bench --tp 1 2 --concurrency 1 8 32
+
+With --sdk it measures time to first token through the runpod SDK's real job loop instead
+(worker/bench_sdk.py):
+
+    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m worker.bench --sdk --concurrency 1 8 --max-tokens 16
+
+With --cold-start it times engine builds of fresh containers sharing one network volume
+(worker/bench_cold_start.py).
 """
 
 from __future__ import annotations
@@ -205,7 +213,42 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=32, help="jobs per concurrency level (at least the concurrency)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating worker/vllm rounds; medians are reported")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--sdk", action="store_true", help="time submit -> first stream POST through the runpod SDK's job loop (TP 1)"
+    )
+    parser.add_argument(
+        "--job-loop", nargs="+", choices=["event", "stock"], default=["event"],
+        help="with --sdk: the worker's event-driven job loop, the SDK's own (100 ms poll), or both",
+    )
+    parser.add_argument(
+        "--cold-start", type=int, nargs="?", const=2, metavar="STARTS",
+        help="time STARTS (default 2) compiled cold starts of fresh containers sharing a volume, then one with the cache off",
+    )
+    parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.cold_start_child:
+        from worker.bench_cold_start import child_main
+
+        return child_main()
+    if args.cold_start:
+        from worker.bench_cold_start import run_cold_start_bench
+
+        table, rows = run_cold_start_bench(args.cold_start)
+        print(table)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"cold_starts": rows}, out, indent=2)
+        return
+    if args.sdk:
+        from worker.bench_sdk import run_sdk_bench
+
+        table, rows = run_sdk_bench(args.job_loop, args.concurrency, args.max_tokens, args.jobs, args.rounds)
+        print(table)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"max_tokens": args.max_tokens, "sdk_results": rows}, out, indent=2)
+        return
 
     load_times: dict[int, float] = {}
     results: list[LoadResult] = []
