@@ -124,6 +124,7 @@ class EngineHandle:
         self._watchdog: asyncio.Task | None = None
         self._dead_reported = False
         self.load_seconds: float | None = None
+        self.start_phases: dict[str, float] = {}  # seconds per phase of the engine build
 
     @property
     def engine(self) -> AsyncLLM | None:
@@ -156,17 +157,23 @@ class EngineHandle:
         from worker.model_files.config_json import read_model_config
         from worker.model_files.download import ensure_model
         from worker.parallel.layout import plan_parallelism, visible_gpus
+        from worker.serving.compile_cache import use_volume_compile_cache
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
         settings = self.settings
         model_path = ensure_model(settings)
+        downloaded = time.perf_counter()
         model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
-        plan = plan_parallelism(settings, model_config, visible_gpus())
+        gpus = visible_gpus()
+        plan = plan_parallelism(settings, model_config, gpus)
         log.info("parallelism: %s", plan.summary)
         for warning in plan.warnings:
             log.warning("%s", warning)
         args = build_engine_args(settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size)
+        # Before the engine starts: its processes read the cache folders from the environment.
+        use_volume_compile_cache(settings, plan.tensor_parallel_size, plan.pipeline_parallel_size, gpus.names)
+        planned = time.perf_counter()
         log.info(
             "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
             settings.model_name,
@@ -175,7 +182,9 @@ class EngineHandle:
             settings.dtype,
         )
         engine = AsyncLLM.from_engine_args(args)
-        self.load_seconds = time.perf_counter() - started
+        ready = time.perf_counter()
+        self.load_seconds = ready - started
+        self.start_phases = {"download": downloaded - started, "plan": planned - downloaded, "engine": ready - planned}
         log.info("engine ready in %.1f s", self.load_seconds)
         return engine
 
