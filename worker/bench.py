@@ -110,14 +110,17 @@ async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTim
     params = SamplingParams(**request["sampling_params"], output_kind=RequestOutputKind.DELTA)
     first = last = None
     chunks = tokens = 0
+    first_output = None
     async for output in engine.generate(engine_prompt(engine, prompt_ids), params, request_id=uuid.uuid4().hex):
         now = time.perf_counter()
+        first_output = first_output or now
         # Time to first *text*, as for the worker: a token that ends inside a UTF-8 character has none.
         if first is None and output.outputs[0].text:
             first = now
         last = now
         chunks += 1
         tokens += len(output.outputs[0].token_ids)
+    first = first or first_output  # no text at all (a short run of a random model): its first output
     return JobTiming(first - started, tokens, last - first, chunks)
 
 

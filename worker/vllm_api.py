@@ -24,6 +24,7 @@ from vllm.entrypoints.serve.exception_handling.handlers.validation import (
     clean_loc_for_param,
 )
 from vllm.exceptions import VLLMValidationError
+from vllm.logger import DEFAULT_LOGGING_CONFIG as VLLM_DEFAULT_LOGGING_CONFIG
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.reasoning import ReasoningParserManager
 from vllm.renderers.hf import resolve_chat_template_kwargs
@@ -50,6 +51,7 @@ __all__ = [
     "SamplingParams",
     "ToolParserManager",
     "VLLMValidationError",
+    "VLLM_DEFAULT_LOGGING_CONFIG",
     "clean_loc_for_param",
     "create_error_response",
     "import_plugin",

@@ -158,12 +158,15 @@ class EngineHandle:
         from worker.model_files.download import ensure_model
         from worker.parallel.layout import plan_parallelism, visible_gpus
         from worker.serving.compile_cache import use_volume_compile_cache
+        from worker.serving.start_phases import StartPhases
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
+        phases = StartPhases()
         settings = self.settings
         model_path = ensure_model(settings)
         downloaded = time.perf_counter()
+        phases.add("download", downloaded - started)
         model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
         gpus = visible_gpus()
         plan = plan_parallelism(settings, model_config, gpus)
@@ -174,6 +177,8 @@ class EngineHandle:
         # Before the engine starts: its processes read the cache folders from the environment.
         use_volume_compile_cache(settings, plan.tensor_parallel_size, plan.pipeline_parallel_size, gpus.names)
         planned = time.perf_counter()
+        phases.add("plan", planned - downloaded)
+        phases.record_vllm_phases()
         log.info(
             "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
             settings.model_name,
@@ -181,11 +186,14 @@ class EngineHandle:
             plan.pipeline_parallel_size,
             settings.dtype,
         )
-        engine = AsyncLLM.from_engine_args(args)
-        ready = time.perf_counter()
-        self.load_seconds = ready - started
-        self.start_phases = {"download": downloaded - started, "plan": planned - downloaded, "engine": ready - planned}
-        log.info("engine ready in %.1f s", self.load_seconds)
+        try:
+            engine = AsyncLLM.from_engine_args(args)
+        finally:
+            phases.read_vllm_phases()
+        self.load_seconds = time.perf_counter() - started
+        phases.add("engine ready", self.load_seconds)
+        self.start_phases = phases.seconds
+        log.info("engine ready in %.1f s (%s)", self.load_seconds, phases.summary())
         return engine
 
     def _start_failed(self, error: Exception) -> EngineStartError:
