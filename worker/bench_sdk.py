@@ -90,7 +90,11 @@ class SdkLoad:
 
     async def __aexit__(self, *exc) -> None:
         self.fake.on_result = None
-        self._task.cancel()  # every job has its result; the SDK's stop long-poll would hold a clean stop 10 s
+        # Every job has its result. Stop the loops (kill_worker) and cancel their long polls, then wait for
+        # them ALL to end: Python 3.11's wait_for can swallow a cancel, and a job-take still open would take
+        # the next loop's first job and never run it. The stopped flag ends each loop after its poll.
+        self.scaler.kill_worker()
+        self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def run_job(self, job_id: str, payload: dict) -> None:
@@ -107,7 +111,7 @@ class SdkLoad:
     def stages_ms(self, job_id: str) -> dict[str, float]:
         fake = self.fake
         times = [fake.submitted_at[job_id], fake.taken[job_id], self.handler_started[job_id], self.first_chunk[job_id], fake.first_stream_at[job_id]]
-        return {stage: (b - a) * 1000 for stage, a, b in zip(STAGES, times, times[1:], strict=True)}
+        return {stage: (end - start) * 1000 for stage, (start, end) in zip(STAGES, zip(times, times[1:]), strict=True)}
 
     def to_first_post_ms(self, job_id: str) -> float:
         return (self.fake.first_stream_at[job_id] - self.fake.submitted_at[job_id]) * 1000

@@ -72,11 +72,16 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
                     rp_scale.log.info(f"Jobs in progress: {len(tasks)}")
                     last_task_count = len(tasks)
 
-                wake_on: set[asyncio.Future] = {*tasks, stopping}
+                wake_on: set[asyncio.Future] = set(tasks)
+                if not stopping.done():
+                    wake_on.add(stopping)
                 if self.is_alive() and len(tasks) < self.current_concurrency:
                     if self._next_job is None:
                         self._next_job = asyncio.ensure_future(self.jobs_queue.get())
                     wake_on.add(self._next_job)
+                if not wake_on:  # stopping, nothing running, and a concurrency of 0 leaves queued jobs waiting
+                    await asyncio.sleep(STOP_CHECK_S)
+                    continue
                 done, _ = await asyncio.wait(wake_on, return_when=asyncio.FIRST_COMPLETED, timeout=STOP_CHECK_S)
                 tasks.difference_update(done)
                 if self._next_job is not None and self._next_job.done():
