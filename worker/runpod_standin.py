@@ -129,6 +129,9 @@ class FakeRunPod:
         deadline = time.monotonic() + POLL_S
         while True:
             self._job_arrived.clear()  # before looking, so a submit after the look still wakes us
+            if request.transport is None or request.transport.is_closing():
+                # The worker gave up this poll (aiohttp keeps running the handler): a job taken now would be lost.
+                return web.Response(status=204)
             with self._lock:
                 jobs = self.pending[:wanted]
                 del self.pending[:wanted]
