@@ -22,7 +22,8 @@ log = logging.getLogger("worker.serving.start_phases")
 VLLM_PHASE_LINES = {
     "weight load": re.compile(r"Loading weights took ([\d.]+) seconds"),
     "model load": re.compile(r"Model loading took .* and ([\d.]+) seconds"),
-    "compile": re.compile(r"torch\.compile took ([\d.]+) s in total"),
+    # torch.compile's own line, or the compile share vLLM reports in its engine-init line.
+    "compile": re.compile(r"torch\.compile took ([\d.]+) s in total|\(compilation: ([\d.]+) s"),
     "graph capture": re.compile(r"Graph capturing finished in ([\d.]+) secs"),
     "engine init": re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s"),
 }
@@ -41,8 +42,9 @@ class PhaseRecorder(logging.Handler):
             for phase, pattern in VLLM_PHASE_LINES.items():
                 match = pattern.search(message)
                 if match:
+                    seconds = next(group for group in match.groups() if group)
                     with open(self.path, "a") as out:  # one short line: appends from several ranks stay whole
-                        out.write(f"{phase}\t{match.group(1)}\n")
+                        out.write(f"{phase}\t{seconds}\n")
         except Exception:  # a timing line must never break vLLM's start
             self.handleError(record)
 
