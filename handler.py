@@ -27,6 +27,7 @@ from config.settings import SettingsError, load_settings  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
 from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
+from worker.serving.job_loop import install as install_event_driven_job_loop  # noqa: E402
 from worker.serving.shutdown import exit_now, job_loop_options  # noqa: E402
 
 log = logging.getLogger("worker")
@@ -101,6 +102,7 @@ def main() -> None:
             sys.exit(1)  # the reason is logged; the platform replaces this worker
     jobs = JobHandler(settings, engine)
     exit_code = 0
+    install_event_driven_job_loop()  # a taken job starts at once, not on the SDK's next 100 ms tick
     try:
         runpod.serverless.start(
             {

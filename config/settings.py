@@ -128,6 +128,16 @@ class WorkerSettings(BaseSettings):
         description="Where models are downloaded. Default: /runpod-volume/huggingface-cache/hub when a network "
         "volume is mounted, else the Hugging Face default cache.",
     )
+    network_volume_path: str | None = Field(
+        default=None,
+        description="Where the network volume is mounted; default /runpod-volume, where RunPod mounts it. "
+        "The model cache and the compile cache go there when it exists.",
+    )
+    compile_cache_on_volume: bool = Field(
+        default=True,
+        description="Keep vLLM's and torch's compile caches on the network volume (per vLLM version, model, "
+        "TP size and GPU type), so a new worker skips compiling; false keeps them in the container.",
+    )
 
     # --- parallelism and memory -----------------------------------------------------------------
     tensor_parallel_size: Annotated[

@@ -16,6 +16,14 @@ With --load embed, MODEL_NAME is an embedding model and the load is native embed
 through the handler against the same texts tokenized and encoded straight on vLLM (AsyncLLM.encode):
 
     MODEL_NAME=.models/tiny-embedding ENFORCE_EAGER=true python -m worker.bench --load embed --texts 256 --concurrency 32
+
+With --sdk it measures time to first token through the runpod SDK's real job loop instead
+(worker/bench_sdk.py):
+
+    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m worker.bench --sdk --concurrency 1 8 --max-tokens 16
+
+With --cold-start it times engine builds of fresh containers sharing one network volume
+(worker/bench_cold_start.py).
 """
 
 from __future__ import annotations
@@ -112,14 +120,17 @@ async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTim
     params = SamplingParams(**request["sampling_params"], output_kind=RequestOutputKind.DELTA)
     first = last = None
     chunks = tokens = 0
+    first_output = None
     async for output in engine.generate(engine_prompt(engine, prompt_ids), params, request_id=uuid.uuid4().hex):
         now = time.perf_counter()
+        first_output = first_output or now
         # Time to first *text*, as for the worker: a token that ends inside a UTF-8 character has none.
         if first is None and output.outputs[0].text:
             first = now
         last = now
         chunks += 1
         tokens += len(output.outputs[0].token_ids)
+    first = first or first_output  # no text at all (a short run of a random model): its first output
     return JobTiming(first - started, tokens, last - first, chunks)
 
 
@@ -382,8 +393,42 @@ def main() -> None:
     parser.add_argument("--load", choices=["generate", "embed"], default="generate",
                         help="embed: MODEL_NAME is an embedding model; native embed jobs vs AsyncLLM.encode")
     parser.add_argument("--texts", type=int, default=256, help="embed load: texts (one per job) per round")
+    parser.add_argument(
+        "--sdk", action="store_true", help="time submit -> first stream POST through the runpod SDK's job loop (TP 1)"
+    )
+    parser.add_argument(
+        "--job-loop", nargs="+", choices=["event", "stock"], default=["event"],
+        help="with --sdk: the worker's event-driven job loop, the SDK's own (100 ms poll), or both",
+    )
+    parser.add_argument(
+        "--cold-start", type=int, nargs="?", const=2, metavar="STARTS",
+        help="time STARTS (default 2) compiled cold starts of fresh containers sharing a volume, then one with the cache off",
+    )
+    parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.cold_start_child:
+        from worker.bench_cold_start import child_main
+
+        return child_main()
+    if args.cold_start:
+        from worker.bench_cold_start import run_cold_start_bench
+
+        table, rows = run_cold_start_bench(args.cold_start)
+        print(table)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"cold_starts": rows}, out, indent=2)
+        return
+    if args.sdk:
+        from worker.bench_sdk import run_sdk_bench
+
+        table, rows = run_sdk_bench(args.job_loop, args.concurrency, args.max_tokens, args.jobs, args.rounds)
+        print(table)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"max_tokens": args.max_tokens, "sdk_results": rows}, out, indent=2)
+        return
     if args.load == "embed":
         concurrency = max(args.concurrency)
         load_s, rows = asyncio.run(bench_embeddings(concurrency, args.texts, args.rounds))

@@ -47,6 +47,7 @@ from vllm.entrypoints.serve.exception_handling.handlers.validation import (
 )
 from vllm.entrypoints.serve.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 from vllm.exceptions import VLLMValidationError
+from vllm.logger import DEFAULT_LOGGING_CONFIG as VLLM_DEFAULT_LOGGING_CONFIG
 from vllm.logprobs import Logprob
 from vllm.lora.request import LoRARequest
 from vllm.multimodal.media import MEDIA_CONNECTOR_REGISTRY, ImageMediaIO, MediaConnector
@@ -104,6 +105,7 @@ __all__ = [
     "ToolParserManager",
     "UsageContext",
     "VLLMValidationError",
+    "VLLM_DEFAULT_LOGGING_CONFIG",
     "clean_loc_for_param",
     "create_error_response",
     "import_plugin",

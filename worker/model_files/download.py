@@ -31,6 +31,7 @@ from worker.model_files.hub import describe_hub_error, looks_local, redact
 
 log = logging.getLogger("worker.model_files.download")
 
+# Where RunPod mounts an endpoint's network volume (NETWORK_VOLUME_PATH overrides it): network_volume_root.
 VOLUME_ROOT = Path("/runpod-volume")
 # The same layout RunPod's cached models use, so a model cached by the platform is found too.
 VOLUME_CACHE_SUBDIR = Path("huggingface-cache/hub")
@@ -110,11 +111,16 @@ def find_cached_model(name: str, revision: str | None, cache_dir: Path) -> str |
         return None
 
 
+def network_volume_root(settings: WorkerSettings) -> Path:
+    """Where the network volume is mounted, if there is one: the model cache and the compile cache both use it."""
+    return Path(settings.network_volume_path) if settings.network_volume_path else VOLUME_ROOT
+
+
 def model_cache_dir(settings: WorkerSettings, volume_root: Path | None = None) -> Path:
     """Where hub models are cached: MODEL_CACHE_DIR, else the network volume, else the HF default."""
     from huggingface_hub import constants
 
-    volume_root = VOLUME_ROOT if volume_root is None else volume_root
+    volume_root = network_volume_root(settings) if volume_root is None else volume_root
 
     if settings.model_cache_dir:
         path = Path(settings.model_cache_dir).expanduser()

@@ -65,6 +65,7 @@ class EngineHandle:
         self._dead_reported = False
         self.load_seconds: float | None = None
         self.adapters: list[Adapter] = []  # LORA_MODULES, fetched, once the engine is built
+        self.start_phases: dict[str, float] = {}  # seconds per phase of the engine build
 
     @property
     def engine(self) -> AsyncLLM | None:
@@ -95,10 +96,13 @@ class EngineHandle:
 
     def _build_unguarded(self) -> AsyncLLM:
         from worker.serving.engine_args import engine_args_for
+        from worker.serving.start_phases import StartPhases
         from worker.vllm_api import AsyncLLM
 
         started = time.perf_counter()
-        args, self.adapters = engine_args_for(self.settings)
+        phases = StartPhases()
+        args, self.adapters = engine_args_for(self.settings, phases)
+        phases.record_vllm_phases()
         try:
             engine = AsyncLLM.from_engine_args(args)
         except Exception as error:
@@ -108,8 +112,12 @@ class EngineHandle:
 
                 raise EngineStartError(f"{join_failure(self.settings, args.master_port, waited)} ({error})") from error
             raise
+        finally:
+            phases.read_vllm_phases()
         self.load_seconds = time.perf_counter() - started
-        log.info("engine ready in %.1f s", self.load_seconds)
+        phases.add("engine ready", self.load_seconds)
+        self.start_phases = phases.seconds
+        log.info("engine ready in %.1f s (%s)", self.load_seconds, phases.summary())
         return engine
 
     def _start_failed(self, error: Exception) -> EngineStartError:

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import logging
 import shlex
+import time
 import typing
 from functools import cache
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -34,6 +35,7 @@ from worker.vllm_api import AsyncEngineArgs, FlexibleArgumentParser
 
 if TYPE_CHECKING:
     from worker.model_files.adapters import Adapter
+    from worker.serving.start_phases import StartPhases
 
 log = logging.getLogger("worker.serving.engine")
 
@@ -186,10 +188,13 @@ def build_engine_args(
         raise config_error(f"ENGINE_ARGS / engine env vars: {error}") from None
 
 
-def engine_args_for(settings: WorkerSettings) -> tuple[AsyncEngineArgs, list[Adapter]]:
+def engine_args_for(
+    settings: WorkerSettings, phases: StartPhases | None = None
+) -> tuple[AsyncEngineArgs, list[Adapter]]:
     """The model and its LoRA adapters fetched, the layout planned and logged, and the engine arguments built:
     the one path from settings to engine arguments (node 0's engine and a cluster follower's workers both
-    take it). Returns the arguments and the adapters (LORA_MODULES, as fetched)."""
+    take it). Returns the arguments and the adapters (LORA_MODULES, as fetched); `phases` gets the seconds
+    of the download and the plan. The compile caches move to the network volume here, before vLLM starts."""
     from worker.model_files.adapters import (
         ensure_adapters,
         lora_engine_args,
@@ -198,22 +203,31 @@ def engine_args_for(settings: WorkerSettings) -> tuple[AsyncEngineArgs, list[Ada
     from worker.model_files.config_json import read_model_config
     from worker.model_files.download import ensure_model
     from worker.parallel.layout import plan_parallelism, visible_gpus
+    from worker.serving.compile_cache import use_volume_compile_cache
     from worker.serving.media import install_media_policy
 
+    started = time.perf_counter()
     model_path = ensure_model(settings)
-    model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
     adapters = ensure_adapters(settings)
+    downloaded = time.perf_counter()
+    model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
     install_media_policy(settings)  # vLLM's media fetching obeys the worker's URL policy
     # LoRA sizes given as env vars (MAX_LORAS, ...) or in ENGINE_ARGS win over those read from the adapters.
     given = {**engine_args_from_env(), **settings.engine_args}
     sized = {"limit_mm_per_prompt": {"image": settings.max_images_per_prompt}, **lora_engine_args(adapters, given)}
-    plan = plan_parallelism(settings, model_config, visible_gpus(), lora=lora_sizes(adapters, given))
+    gpus = visible_gpus()
+    plan = plan_parallelism(settings, model_config, gpus, lora=lora_sizes(adapters, given))
     log.info("parallelism: %s", plan.summary)
     for warning in plan.warnings:
         log.warning("%s", warning)
     args = build_engine_args(
         settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size, sized=sized
     )
+    # Before the engine starts: its processes read the cache folders from the environment.
+    use_volume_compile_cache(settings, plan.tensor_parallel_size, plan.pipeline_parallel_size, gpus.names)
+    if phases is not None:
+        phases.add("download", downloaded - started)
+        phases.add("plan", time.perf_counter() - downloaded)
     log.info(
         "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
         settings.model_name,

@@ -1,0 +1,198 @@
+"""The event-driven job loop (worker/serving/job_loop.py) keeps the runpod SDK's semantics: the concurrency
+modifier, per-job stop, the drain on shutdown and job progress; and it is pinned to the SDK it replaces
+code of. These run the SDK's real JobScaler with its local-test hooks (jobs_fetcher, jobs_handler,
+stop_signals_fetcher) in place of HTTP; tests/test_platform.py runs the whole path over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from runpod.serverless.modules import rp_scale
+from runpod.serverless.modules.worker_state import IS_LOCAL_TEST, JobsProgress
+from runpod.version import __version__ as runpod_version
+
+from tests.helpers import ROOT
+from worker.serving import job_loop
+from worker.serving.job_loop import EventDrivenJobScaler
+
+
+def test_the_installed_sdk_is_the_one_the_loop_was_written_for():
+    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, set_scale, handle_job),
+    # adapt EventDrivenJobScaler, then re-pin both values.
+    assert runpod_version == job_loop.PINNED_RUNPOD_VERSION
+    assert job_loop.job_scaler_sha256() == job_loop.PINNED_JOB_SCALER_SHA256
+    for requirements in ("requirements.txt", "constraints.txt"):
+        pins = re.findall(r"^runpod==(\S+)", (ROOT / requirements).read_text(), re.MULTILINE)
+        assert pins == [job_loop.PINNED_RUNPOD_VERSION], requirements
+
+
+def test_install_makes_the_sdk_build_the_event_driven_scaler(monkeypatch):
+    monkeypatch.setattr(rp_scale, "JobScaler", job_loop.SDK_JOB_SCALER)
+    assert job_loop.install() is True
+    assert rp_scale.JobScaler is EventDrivenJobScaler
+
+
+class FakeJobs:
+    """Jobs for the scaler's local-test hooks: `add` queues one, the handler waits until `finish(id)`."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue = asyncio.Queue()
+        self.release: dict[str, asyncio.Event] = {}
+        self.running: set[str] = set()
+        self.max_running = 0
+        self.finished: list[str] = []
+        self.to_stop: asyncio.Queue = asyncio.Queue()
+
+    def add(self, job_id: str) -> None:
+        self.release[job_id] = asyncio.Event()
+        self.incoming.put_nowait({"id": job_id, "input": {}})
+
+    def finish(self, job_id: str) -> None:
+        self.release[job_id].set()
+
+    async def fetch(self, session, wanted: int):
+        try:
+            first = await asyncio.wait_for(self.incoming.get(), 0.05)
+        except asyncio.TimeoutError:
+            return None
+        jobs = [first]
+        while len(jobs) < wanted and not self.incoming.empty():
+            jobs.append(self.incoming.get_nowait())
+        return jobs
+
+    async def handle(self, session, config, job) -> None:
+        self.running.add(job["id"])
+        self.max_running = max(self.max_running, len(self.running))
+        try:
+            await self.release[job["id"]].wait()
+            self.finished.append(job["id"])
+        finally:
+            self.running.discard(job["id"])
+
+    async def stop_signals(self, session):
+        try:
+            return [await asyncio.wait_for(self.to_stop.get(), 0.05)]
+        except asyncio.TimeoutError:
+            return []
+
+
+def scaler_for(jobs: FakeJobs, concurrency) -> EventDrivenJobScaler:
+    assert IS_LOCAL_TEST, "the SDK honours the jobs_* hooks only without RUNPOD_WEBHOOK_GET_JOB"
+    return EventDrivenJobScaler(
+        {
+            "handler": lambda job: None,
+            "concurrency_modifier": concurrency,
+            "jobs_fetcher": jobs.fetch,
+            "jobs_handler": jobs.handle,
+            "stop_signals_fetcher": jobs.stop_signals,
+        }
+    )
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def run(coro):
+    return asyncio.new_event_loop().run_until_complete(coro)
+
+
+def test_concurrency_modifier_bounds_running_jobs_and_every_job_runs():
+    async def scenario():
+        jobs = FakeJobs()
+        scaler = scaler_for(jobs, lambda current: 3)
+        loop_task = asyncio.ensure_future(scaler.run())
+        for i in range(7):
+            jobs.add(f"job-{i}")
+        await until(lambda: len(jobs.running) == 3)
+        for i in range(7):  # release all; the rest start as slots free up
+            jobs.finish(f"job-{i}")
+        await until(lambda: len(jobs.finished) == 7)
+        scaler.kill_worker()
+        await asyncio.wait_for(loop_task, 10)
+        return jobs, scaler
+
+    jobs, scaler = run(scenario())
+    assert jobs.max_running == 3
+    assert sorted(jobs.finished) == [f"job-{i}" for i in range(7)]
+    assert scaler.jobs_tasks == {} and JobsProgress().get_job_count() == 0
+
+
+def test_a_stop_signal_cancels_only_that_job():
+    async def scenario():
+        jobs = FakeJobs()
+        scaler = scaler_for(jobs, lambda current: 4)
+        loop_task = asyncio.ensure_future(scaler.run())
+        jobs.add("keep")
+        jobs.add("stop-me")
+        await until(lambda: jobs.running == {"keep", "stop-me"})
+        jobs.to_stop.put_nowait("stop-me")
+        await until(lambda: jobs.running == {"keep"})
+        jobs.finish("keep")
+        await until(lambda: jobs.finished == ["keep"])
+        scaler.kill_worker()
+        await asyncio.wait_for(loop_task, 10)
+        return jobs, scaler
+
+    jobs, scaler = run(scenario())
+    assert jobs.finished == ["keep"]
+    assert scaler.jobs_tasks == {} and JobsProgress().get_job_count() == 0
+
+
+def test_shutdown_drains_running_jobs_before_the_loop_returns():
+    async def scenario():
+        jobs = FakeJobs()
+        scaler = scaler_for(jobs, lambda current: 2)
+        loop_task = asyncio.ensure_future(scaler.run())
+        jobs.add("a")
+        jobs.add("b")
+        await until(lambda: jobs.running == {"a", "b"})
+        scaler.kill_worker()
+        await asyncio.sleep(0.2)
+        returned_early = loop_task.done()
+        jobs.finish("a")
+        jobs.finish("b")
+        await asyncio.wait_for(loop_task, 10)
+        return jobs, returned_early
+
+    jobs, returned_early = run(scenario())
+    assert not returned_early, "the loop returned while jobs were still running"
+    assert sorted(jobs.finished) == ["a", "b"]
+    assert JobsProgress().get_job_count() == 0
+
+
+def test_a_job_after_the_sdk_resizes_its_queue_still_starts():
+    """The SDK swaps in a new queue when the concurrency modifier's answer changes; the loop must not
+    keep waiting on the old one."""
+
+    async def scenario():
+        jobs = FakeJobs()
+        answers = iter([1, 1, 1])
+        scaler = scaler_for(jobs, lambda current: next(answers, 5))
+        loop_task = asyncio.ensure_future(scaler.run())
+        await until(lambda: scaler.jobs_queue.maxsize == 5)
+        jobs.add("after-resize")
+        await until(lambda: jobs.running == {"after-resize"})
+        jobs.finish("after-resize")
+        await until(lambda: jobs.finished == ["after-resize"])
+        scaler.kill_worker()
+        await asyncio.wait_for(loop_task, 10)
+        return jobs
+
+    assert run(scenario()).finished == ["after-resize"]
+
+
+def test_an_idle_worker_stops_when_told():
+    async def scenario():
+        jobs = FakeJobs()
+        scaler = scaler_for(jobs, lambda current: 2)
+        loop_task = asyncio.ensure_future(scaler.run())
+        await asyncio.sleep(0.1)
+        scaler.kill_worker()
+        await asyncio.wait_for(loop_task, 10)
+        return loop_task
+
+    assert run(scenario()).exception() is None

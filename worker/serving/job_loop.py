@@ -1,0 +1,129 @@
+"""The runpod SDK's job loop without its 100 ms poll: a job the SDK has taken starts at once.
+
+runpod 1.10.0's `JobScaler.run_jobs` looks at its job queue every 100 ms (`asyncio.wait(tasks,
+timeout=0.1)` while jobs run, `asyncio.sleep(0.1)` when idle), so a taken job waits 0-100 ms before its
+handler starts: most of the time to first token this worker added. The SDK has no setting or hook for
+it (its `jobs_handler` / `jobs_fetcher` config keys apply only in local test mode), so
+`EventDrivenJobScaler` replaces that one method with one that wakes when a job is queued, a job ends or
+the worker is told to stop. Everything else is the SDK's own code: taking jobs, the concurrency
+modifier, per-job stop (`jobs_tasks`), job progress, and the drain on shutdown.
+
+`install()` makes `runpod.serverless.start` use it, only on the SDK code it was written against
+(`PINNED_JOB_SCALER_SHA256`); on any other it logs a warning and keeps the SDK's loop.
+tests/test_job_loop.py fails when the installed SDK's JobScaler differs from the pinned one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+
+from runpod.serverless.modules import rp_scale
+from runpod.version import __version__ as runpod_version
+
+log = logging.getLogger("worker.serving.job_loop")
+
+PINNED_RUNPOD_VERSION = "1.10.0"
+# sha256 of `inspect.getsource(rp_scale.JobScaler)` in runpod 1.10.0: the class whose queue, task map,
+# shutdown event and handle_job this loop relies on. A new SDK version: re-read JobScaler, then re-pin.
+PINNED_JOB_SCALER_SHA256 = "d4e907864cb74b14bb1268aa3ee519207f7152b58cad3335e51f68958888a877"
+# The SDK sets its stop flag from a signal handler, which does not wake a sleeping event loop: look again
+# this often so a SIGTERM still ends the loop (the SDK's own loop looked every 0.1 s).
+STOP_CHECK_S = 1.0
+
+
+# The SDK's class, kept before install() points rp_scale.JobScaler at the subclass.
+SDK_JOB_SCALER = rp_scale.JobScaler
+
+
+def job_scaler_sha256() -> str:
+    return hashlib.sha256(inspect.getsource(SDK_JOB_SCALER).encode()).hexdigest()
+
+
+def sdk_is_pinned_one() -> bool:
+    return runpod_version == PINNED_RUNPOD_VERSION and job_scaler_sha256() == PINNED_JOB_SCALER_SHA256
+
+
+class EventDrivenJobScaler(SDK_JOB_SCALER):
+    """The SDK's JobScaler whose `run_jobs` waits on events instead of polling every 100 ms."""
+
+    _next_job: asyncio.Task | None = None  # a `jobs_queue.get()` waiting while there is room for a job
+
+    async def set_scale(self) -> None:
+        queue = self.jobs_queue
+        await super().set_scale()
+        if self.jobs_queue is not queue and self._next_job is not None:
+            # The SDK swapped in a new (empty) queue: stop waiting on the old one; run_jobs waits on the new.
+            self._next_job.cancel()
+
+    async def run_jobs(self, session) -> None:
+        """As the SDK's `run_jobs`, woken by a job queued or ended, not by a 100 ms timer."""
+        tasks: set[asyncio.Task] = set()
+        stopping = asyncio.ensure_future(self._shutdown_event.wait())
+        last_task_count = 0
+        try:
+            while self.is_alive() or not self.jobs_queue.empty():
+                # Start every queued job there is room for, as the SDK does.
+                while len(tasks) < self.current_concurrency and not self.jobs_queue.empty():
+                    self._start_job(session, self.jobs_queue.get_nowait(), tasks)
+                if tasks and len(tasks) != last_task_count:
+                    rp_scale.log.info(f"Jobs in progress: {len(tasks)}")
+                    last_task_count = len(tasks)
+
+                wake_on: set[asyncio.Future] = set(tasks)
+                if not stopping.done():
+                    wake_on.add(stopping)
+                if self.is_alive() and len(tasks) < self.current_concurrency:
+                    if self._next_job is None:
+                        self._next_job = asyncio.ensure_future(self.jobs_queue.get())
+                    wake_on.add(self._next_job)
+                if not wake_on:  # stopping, nothing running, and a concurrency of 0 leaves queued jobs waiting
+                    await asyncio.sleep(STOP_CHECK_S)
+                    continue
+                done, _ = await asyncio.wait(wake_on, return_when=asyncio.FIRST_COMPLETED, timeout=STOP_CHECK_S)
+                tasks.difference_update(done)
+                if self._next_job is not None and self._next_job.done():
+                    next_job, self._next_job = self._next_job, None
+                    if not next_job.cancelled():  # cancelled: the queue was swapped; nothing was taken from it
+                        self._start_job(session, next_job.result(), tasks)
+        finally:
+            stopping.cancel()
+            await self._stop_waiting_for_jobs(session, tasks)
+
+        # The SDK's drain: let running jobs finish; a stopped job's CancelledError is expected here.
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
+                rp_scale.log.error(f"JobScaler.run_jobs | Task failed during shutdown drain: {result}")
+
+    def _start_job(self, session, job: dict, tasks: set[asyncio.Task]) -> None:
+        task = asyncio.create_task(self.handle_job(session, job))
+        tasks.add(task)
+        self.jobs_tasks[job["id"]] = task
+
+    async def _stop_waiting_for_jobs(self, session, tasks: set[asyncio.Task]) -> None:
+        next_job, self._next_job = self._next_job, None
+        if next_job is None:
+            return
+        next_job.cancel()  # a get() cancelled before it took a job leaves the job in the queue
+        await asyncio.wait({next_job})
+        if not next_job.cancelled() and next_job.exception() is None:
+            self._start_job(session, next_job.result(), tasks)  # it had taken one: run it in the drain
+
+
+def install() -> bool:
+    """Make `runpod.serverless.start` run jobs with EventDrivenJobScaler (the SDK builds
+    `rp_scale.JobScaler(config)` when it starts its loop). False, with a warning, on an SDK it was not
+    written against."""
+    if not sdk_is_pinned_one():
+        log.warning(
+            "runpod %s is not the SDK the event-driven job loop was written for (runpod %s): using the "
+            "SDK's own loop, which starts each job up to 100 ms late",
+            runpod_version,
+            PINNED_RUNPOD_VERSION,
+        )
+        return False
+    rp_scale.JobScaler = EventDrivenJobScaler
+    return True
