@@ -28,7 +28,7 @@ from worker.logs import configure_logging  # noqa: E402
 from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
 from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
 from worker.serving.job_loop import install as install_event_driven_job_loop  # noqa: E402
-from worker.serving.shutdown import exit_now, job_loop_options  # noqa: E402
+from worker.serving.shutdown import exit_now  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -109,7 +109,6 @@ def main() -> None:
                 "handler": collect_stream(jobs.handle) if is_local_test_run(sys.argv[1:]) else jobs.handle,
                 "concurrency_modifier": jobs.concurrency,
                 "return_aggregate_stream": True,
-                **job_loop_options(),
             }
         )
     except SystemExit as stop:  # local test mode ends with sys.exit(0) or sys.exit(1)

@@ -50,6 +50,27 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
     """The SDK's JobScaler whose `run_jobs` waits on events instead of polling every 100 ms."""
 
     _next_job: asyncio.Task | None = None  # a `jobs_queue.get()` waiting while there is room for a job
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop_monitor: asyncio.Task | None = None  # the SDK's stop-channel loop, while it runs
+
+    def kill_worker(self) -> None:
+        """The SDK's stop (SIGTERM/SIGINT), which also ends the stop channel's long poll: RunPod holds that poll
+        open until there is something to stop, and the SDK's loop would wait for it after the last job.
+        Called from the signal handler, so the cancel goes through the loop's thread-safe queue."""
+        super().kill_worker()
+        if self._loop is not None and self._stop_monitor is not None:
+            self._loop.call_soon_threadsafe(self._stop_monitor.cancel)
+
+    async def monitor_stop_signals(self, session) -> None:
+        self._loop, self._stop_monitor = asyncio.get_running_loop(), asyncio.current_task()
+        try:
+            await super().monitor_stop_signals(session)
+        except asyncio.CancelledError:
+            if self.is_alive():
+                raise
+            # Cancelled by kill_worker: per-job stop signals no longer matter, the running jobs drain whole.
+        finally:
+            self._stop_monitor = None
 
     async def set_scale(self) -> None:
         queue = self.jobs_queue
