@@ -97,3 +97,39 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
+
+
+# --- the OpenAI-compatible routes of the session engine, through a RunPod-like gateway ------------------------
+
+
+@pytest.fixture(scope="session")
+def gateway(loop, job_handler):
+    from tests.helpers.openai_gateway import OpenAIGateway
+
+    gateway = OpenAIGateway(job_handler)
+    loop.run_until_complete(gateway.start())
+    yield gateway
+    loop.run_until_complete(gateway.stop())
+
+
+@pytest.fixture(scope="session")
+def call(loop):
+    """call(fn, *args, **kwargs): run a blocking client call in a thread while the session loop runs."""
+
+    def run(fn, *args, **kwargs):
+        return loop.run_until_complete(asyncio.to_thread(fn, *args, **kwargs))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def client(gateway):
+    """The official openai client, pointed at the gateway."""
+    import openai
+
+    return openai.OpenAI(base_url=gateway.base_url, api_key="unused-by-the-test-gateway", max_retries=0, timeout=180)
+
+
+@pytest.fixture(scope="session")
+def model(worker_settings):
+    return worker_settings.served_name

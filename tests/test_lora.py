@@ -209,14 +209,6 @@ def client(loop, lora_worker):
     loop.run_until_complete(gateway.stop())
 
 
-@pytest.fixture(scope="module")
-def call(loop):
-    def run_blocking(fn, *args, **kwargs):
-        return loop.run_until_complete(asyncio.to_thread(fn, *args, **kwargs))
-
-    return run_blocking
-
-
 def native_text(run, **extra):
     chunks = run({"prompt": PROMPT, "sampling_params": GREEDY, **extra})
     assert "error" not in chunks[-1], chunks

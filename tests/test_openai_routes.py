@@ -21,34 +21,6 @@ MESSAGES = [{"role": "user", "content": "Tell me about tensor parallelism."}]
 GREEDY = {"temperature": 0, "max_tokens": 24}
 
 
-@pytest.fixture(scope="module")
-def gateway(loop, job_handler):
-    gateway = OpenAIGateway(job_handler)
-    loop.run_until_complete(gateway.start())
-    yield gateway
-    loop.run_until_complete(gateway.stop())
-
-
-@pytest.fixture(scope="module")
-def call(loop):
-    """call(fn, *args, **kwargs): run a blocking client call in a thread while the session loop runs."""
-
-    def run(fn, *args, **kwargs):
-        return loop.run_until_complete(asyncio.to_thread(fn, *args, **kwargs))
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def client(gateway):
-    return openai.OpenAI(base_url=gateway.base_url, api_key="unused-by-the-test-gateway", max_retries=0, timeout=180)
-
-
-@pytest.fixture(scope="module")
-def model(worker_settings):
-    return worker_settings.served_name
-
-
 @pytest.fixture()
 def assert_alive(call, client, model):
     """After an error: the worker still answers the next request."""

@@ -5,7 +5,6 @@ routes vLLM registers and with the README."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 
 import anthropic
@@ -13,7 +12,6 @@ import openai
 import pytest
 
 from tests.helpers import ROOT
-from tests.helpers.openai_gateway import OpenAIGateway
 from worker.serving.routes import NOT_SERVED, ROUTES
 
 GREEDY = {"temperature": 0, "max_output_tokens": 16}
@@ -21,36 +19,8 @@ PROMPT = "Tell me about tensor parallelism."
 
 
 @pytest.fixture(scope="module")
-def gateway(loop, job_handler):
-    gateway = OpenAIGateway(job_handler)
-    loop.run_until_complete(gateway.start())
-    yield gateway
-    loop.run_until_complete(gateway.stop())
-
-
-@pytest.fixture(scope="module")
-def call(loop):
-    """call(fn, *args, **kwargs): run a blocking client call in a thread while the session loop runs."""
-
-    def run(fn, *args, **kwargs):
-        return loop.run_until_complete(asyncio.to_thread(fn, *args, **kwargs))
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def client(gateway):
-    return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=180)
-
-
-@pytest.fixture(scope="module")
 def claude(gateway):
     return anthropic.Anthropic(base_url=gateway.root_url, api_key="unused", max_retries=0, timeout=180)
-
-
-@pytest.fixture(scope="module")
-def model(worker_settings):
-    return worker_settings.served_name
 
 
 @pytest.fixture(scope="module")

@@ -263,6 +263,8 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
         summary += (
             f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, {row.describe_kv_cache()}"
         )
+        if row.lora_bytes_per_gpu:
+            summary += f"; LoRA {ctx.lora[0]} x rank {ctx.lora[1]} {format_bytes(row.lora_bytes_per_gpu)}/GPU"
     elif ctx.shape.encoder_only:
         summary += "; encoder-only model: no KV cache"
     return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
@@ -355,8 +357,7 @@ def _plan_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     )
     if row is not None:
         summary += (
-            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, "
-            f"KV cache ~{row.kv_tokens:,} tokens"
+            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, {row.describe_kv_cache()}"
         )
         if row.lora_bytes_per_gpu:
             summary += f"; LoRA {ctx.lora[0]} x rank {ctx.lora[1]} {format_bytes(row.lora_bytes_per_gpu)}/GPU"
