@@ -350,7 +350,7 @@ async def bench_embeddings(concurrency: int, texts: int, rounds: int) -> tuple[f
 
 def render_embed_table(load_s: float, results: list[EmbedResult]) -> str:
     lines = [
-        "one text per job; 'worker' = native embed job through the handler (vLLM's ServingEmbedding), "
+        "one text per job; 'worker' = native embed job through the handler (AsyncLLM.encode behind it), "
         "'vllm' = tokenize + AsyncLLM.encode",
         "",
         "| load s | texts | conc | path   | latency p50 ms | latency p95 ms | texts/s | worker/vllm texts/s |",
