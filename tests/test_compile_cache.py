@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,3 +83,35 @@ def test_turned_off_the_caches_stay_in_the_container(volume):
 def test_without_a_volume_the_caches_stay_in_the_container(tmp_path):
     assert use_volume_compile_cache(settings(tmp_path / "no-volume"), 4, 1, H100) is None
     assert not any(env_var in os.environ for env_var in CACHE_ENV_VARS)
+
+
+def test_inductor_precompiled_headers_are_linked_to_the_volume(volume, tmp_path, monkeypatch):
+    """CPU backend: inductor's precompiled headers (~150 MB) sit at a fixed path under the temp folder, which
+    no variable moves; the worker links that path into the key's folder, the same path torch computes."""
+    import tempfile
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    container_tmp = tmp_path / "container-tmp"
+    container_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(container_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    folder = use_volume_compile_cache(settings(volume), 1, 1, ())
+    headers = Path(default_cache_dir()) / "precompiled_headers"  # torch's own rule (codecache._HEADER_DIR)
+    assert headers.is_symlink() and headers.resolve() == (folder / "precompiled_headers").resolve()
+    (headers / "written-by-inductor.h").write_text("// compiled once\n")
+    assert (folder / "precompiled_headers" / "written-by-inductor.h").is_file()
+
+
+def test_a_headers_folder_the_container_already_has_is_kept(volume, tmp_path, monkeypatch):
+    import tempfile
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    own = Path(default_cache_dir()) / "precompiled_headers"
+    own.mkdir(parents=True)
+    (own / "header.h").write_text("//\n")
+    use_volume_compile_cache(settings(volume), 1, 1, ())
+    assert not own.is_symlink() and (own / "header.h").is_file()

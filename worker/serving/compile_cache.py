@@ -2,23 +2,28 @@
 
 vLLM keeps its torch.compile artifacts under VLLM_CACHE_ROOT (default ~/.cache/vllm), torch inductor its
 generated kernels under TORCHINDUCTOR_CACHE_DIR (default in /tmp) and triton its GPU kernels under
-TRITON_CACHE_DIR (default ~/.triton): all on the container disk, which every new worker gets empty. With a
-network volume they go to `<volume>/compile-cache/<key>/{vllm,inductor,triton}`, where `<key>` hashes what
+TRITON_CACHE_DIR (default ~/.triton): all on the container disk, which every new worker gets empty. On the
+CPU backend inductor also precompiles the C++ headers its kernels include (~150 MB, tens of seconds) into
+`<temp dir>/torchinductor_<user>/precompiled_headers`, a path no variable moves. With a network volume
+they go to `<volume>/compile-cache/<key>/{vllm,inductor,triton,precompiled_headers}`, where `<key>` hashes what
 makes artifacts incompatible: the vLLM and torch versions, the model (and revision), the tensor- and
 pipeline-parallel sizes and the GPU type. Another key never reads them. COMPILE_CACHE_ON_VOLUME=false keeps
 them in the container.
 
-Only environment variables are set, before the engine starts: vLLM's engine processes inherit them and
-read them when they compile. Imports neither torch nor vLLM (their versions come from package metadata).
+Only environment variables are set (and the headers' folder linked), before the engine starts: vLLM's
+engine processes inherit them and read them when they compile. Imports neither torch nor vLLM (their versions come from package metadata).
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
+import tempfile
 from functools import lru_cache
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
@@ -31,6 +36,7 @@ log = logging.getLogger("worker.serving.compile_cache")
 VOLUME_SUBDIR = "compile-cache"
 # The folder each tool's cache goes to, under the key's folder.
 CACHE_ENV_VARS = {"VLLM_CACHE_ROOT": "vllm", "TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+HEADERS_SUBDIR = "precompiled_headers"
 
 
 @lru_cache
@@ -89,5 +95,32 @@ def use_volume_compile_cache(
         return None
     for env_var, subdir in CACHE_ENV_VARS.items():
         os.environ[env_var] = str(folder / subdir)
+    _link_precompiled_headers(folder / HEADERS_SUBDIR)
     log.info("compile cache on the network volume: %s", folder)
     return folder
+
+
+def inductor_headers_dir() -> Path:
+    """Where torch inductor keeps its precompiled C++ headers: torch/_inductor/codecache.py `_HEADER_DIR`,
+    `default_cache_dir()` of torch/_inductor/runtime/cache_dir_utils.py, fixed at import, TORCHINDUCTOR_CACHE_DIR
+    or not (tests/test_compile_cache.py checks this against torch's own rule)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}"
+    safe_user = re.sub(r'[\\/:*?"<>|]', "_", user)
+    return Path(tempfile.gettempdir()) / f"torchinductor_{safe_user}" / HEADERS_SUBDIR
+
+
+def _link_precompiled_headers(target: Path) -> None:
+    """Make inductor's headers folder a link to `target` on the volume. The headers are named by a hash of
+    the compiler, its flags and the preprocessed source, so any worker may share them; a folder already
+    there (this container compiled before) is left alone."""
+    link = inductor_headers_dir()
+    try:
+        target.mkdir(exist_ok=True)
+        if not link.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+    except OSError as error:
+        log.warning("precompiled headers stay in the container: cannot link %s to %s (%s)", link, target, error)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -57,7 +58,7 @@ class PoolingJobInput(BaseModel):
             raise ValueError("give exactly one of 'embed', 'classify' or 'score'")
         return self
 
-    @property
+    @cached_property  # read several times per job, on the event loop
     def task(self) -> str:
         return next(key for key in POOLING_KEYS if getattr(self, key) is not None)
 
@@ -130,7 +131,7 @@ async def encode_on_engine(engine: Any, job: PoolingJobInput, request_id: str) -
 
     # One text (the common job) needs no task of its own.
     outputs = [await one(0, prompts[0])] if len(prompts) == 1 else await asyncio.gather(*map(one, range(len(prompts)), prompts))
-    labels = getattr(engine.model_config.hf_config, "id2label", None) or {}
+    labels = (getattr(engine.model_config.hf_config, "id2label", None) or {}) if job.task == "classify" else {}
     data = []
     for index, output in enumerate(outputs):
         values = output.outputs.data.tolist()
