@@ -48,3 +48,22 @@ def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
     rows = {r["path"]: r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {"worker", "vllm"}
     assert all(r["texts_per_s"] > 0 and r["texts"] == 32 for r in rows.values())
+
+
+@pytest.mark.slow
+def test_sdk_bench_splits_each_jobs_time_to_first_post(tiny_model, tmp_path):
+    """`--sdk`: jobs go through the SDK's job loop against the stand-in in its own process; every stage of a
+    job's time to first POST is measured, and they add up to it (one clock across the two processes)."""
+    out = tmp_path / "bench-sdk.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench", "--sdk", "--concurrency", "2", "--max-tokens", "8",
+         "--jobs", "6", "--rounds", "1", "--json", str(out)],
+        cwd=ROOT, env=worker_env(tiny_model), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| added per job p50 ms |" in done.stdout
+    (row,) = json.loads(out.read_text())["sdk_results"]
+    assert row["job_loop"] == "event" and row["concurrency"] == 2 and row["jobs"] == 6
+    stages = row["stage_p50_ms"]
+    assert set(stages) == {"take", "start", "build", "engine", "post"} and all(v >= 0 for v in stages.values())
+    assert 0 < row["added_per_job_p50_ms"] < row["to_first_post_p50_ms"]

@@ -18,10 +18,11 @@ from worker.serving.job_loop import EventDrivenJobScaler
 
 
 def test_the_installed_sdk_is_the_one_the_loop_was_written_for():
-    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, set_scale, handle_job),
-    # adapt EventDrivenJobScaler, then re-pin both values.
+    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, set_scale, handle_job)
+    # and worker_state.JobsProgress (_save_state, _load_state), adapt job_loop.py, then re-pin the values.
     assert runpod_version == job_loop.PINNED_RUNPOD_VERSION
-    assert job_loop.job_scaler_sha256() == job_loop.PINNED_JOB_SCALER_SHA256
+    assert job_loop.source_sha256(job_loop.SDK_JOB_SCALER) == job_loop.PINNED_JOB_SCALER_SHA256
+    assert job_loop.source_sha256(JobsProgress) == job_loop.PINNED_JOBS_PROGRESS_SHA256
     for requirements in ("requirements.txt", "constraints.txt"):
         pins = re.findall(r"^runpod==(\S+)", (ROOT / requirements).read_text(), re.MULTILINE)
         assert pins == [job_loop.PINNED_RUNPOD_VERSION], requirements
@@ -196,3 +197,48 @@ def test_an_idle_worker_stops_when_told():
         return loop_task
 
     assert run(scenario()).exception() is None
+
+
+def saved_job_ids() -> set[str]:
+    """The job ids in the SDK's state file, read as its heartbeat process reads them."""
+    import pickle
+
+    with open(JobsProgress._STATE_FILE, "rb") as state:
+        return {job.id for job in pickle.load(state)}
+
+
+def test_job_progress_file_follows_the_running_jobs_and_is_written_off_the_event_loop():
+    """The SDK's heartbeat process reads the running jobs from JobsProgress's file; the loop has it written
+    by a background thread, and the file is current when the loop ends."""
+    import threading
+
+    writers: set[str] = set()
+    sdk_save = JobsProgress._save_state
+
+    def recording_save(progress):
+        writers.add(threading.current_thread().name)
+        sdk_save(progress)
+
+    async def scenario():
+        jobs = FakeJobs()
+        scaler = scaler_for(jobs, lambda current: 4)
+        loop_task = asyncio.ensure_future(scaler.run())
+        jobs.add("a")
+        jobs.add("b")
+        await until(lambda: jobs.running == {"a", "b"})
+        await until(lambda: saved_job_ids() == {"a", "b"})
+        jobs.finish("a")
+        await until(lambda: saved_job_ids() == {"b"})
+        jobs.finish("b")
+        await until(lambda: jobs.finished == ["a", "b"])
+        scaler.kill_worker()
+        await asyncio.wait_for(loop_task, 10)
+
+    JobsProgress._save_state = recording_save
+    try:
+        run(scenario())
+    finally:
+        JobsProgress._save_state = sdk_save
+    assert saved_job_ids() == set() and JobsProgress().get_job_count() == 0
+    assert writers == {"job-progress-file"}, writers
+    assert "_save_state" not in vars(JobsProgress()), "the SDK's own method is back once the loop ends"

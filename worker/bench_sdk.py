@@ -1,30 +1,42 @@
 """`python -m worker.bench --sdk`: time to first token through the runpod SDK's real job loop.
 
-It starts the RunPod API stand-in (worker/runpod_standin.py) on 127.0.0.1, points the SDK at it, and runs
-the worker's handler under the SDK's JobScaler in this process, on one engine: the event-driven loop that
-handler.py installs and, with `--job-loop stock`, the SDK's own. For each concurrency it keeps that many
-streamed jobs in flight, alternating with the same load straight on vLLM, and prints submit -> first
-stream POST p50/p90 beside the raw engine's TTFT, and where the time went:
+It starts the RunPod API stand-in (worker/runpod_standin.py) on 127.0.0.1, with the clients that submit the
+jobs, in a process of its own (RunPod's API and its clients are not on the worker's machine: their HTTP
+serving and JSON must not take the worker process's GIL), points the SDK at it, and runs the worker's
+handler under the SDK's JobScaler in this process, on one engine: the event-driven loop that handler.py
+installs and, with `--job-loop stock`, the SDK's own. For each concurrency it keeps that many streamed jobs
+in flight, alternating with the same load straight on vLLM, and prints submit -> first stream POST p50/p90
+beside the raw engine's TTFT, and where the time went:
 
-  take   submit -> the worker's job-take call answered (the stand-in answers a waiting take at once)
-  start  taken -> the handler called (the SDK's queue and job loop: the 100 ms poll lived here)
-  first  handler called -> its first chunk (engine TTFT plus the worker's request building)
-  post   first chunk -> the stand-in received the first stream POST (the SDK's HTTP post)
+  take    submit -> the worker's job-take call answered (the stand-in answers a waiting take at once)
+  start   taken -> the handler called (the SDK's queue and job loop: the 100 ms poll lived here)
+  build   handler called -> vLLM's generate started (the worker's validation, tokenization, SamplingParams)
+  engine  generate started -> its first output with text: vLLM's own TTFT for this very request
+  post    that output -> the stand-in received the first stream POST (the worker's chunk, the SDK's HTTP post)
+
+"added" is reported two ways. Against the raw engine's TTFT, measured apart (the load straight on vLLM at
+the same concurrency): that closed loop submits each next request in the same event-loop turn that ended
+the last, so new requests always meet the engine at a step boundary, which requests arriving from outside
+(as the SDK's do) mostly do not; at 8 concurrent that alone makes the raw TTFT a few ms shorter. And per
+job: submit -> first POST minus that job's own `engine` time, which leaves out vLLM's time whatever the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from config.settings import load_settings
 from worker.bench import job_input, percentile, straight_on_vllm
-from worker.runpod_standin import FakeRunPod
 
-STAGES = ("take", "start", "first", "post")
+STAGES = ("take", "start", "build", "engine", "post")
+JOB_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -38,29 +50,97 @@ class SdkResult:
     raw_ttft_p90_ms: float
     added_p50_ms: float
     added_p90_ms: float
+    added_per_job_p50_ms: float
+    added_per_job_p90_ms: float
     stage_p50_ms: dict[str, float]
 
 
-def point_sdk_at(fake: FakeRunPod) -> None:
+class StandinProcess:
+    """The RunPod API stand-in and the clients that submit jobs to it, in a child process.
+
+    Times are time.perf_counter() values, which on Linux read CLOCK_MONOTONIC: one clock for every process,
+    so the stand-in's submit/take/first-POST times and the worker's handler times subtract."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")  # nothing of this process (threads, engine) is copied
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(target=serve_jobs, args=(child_conn,), name="runpod-standin", daemon=True)
+
+    def start(self) -> dict[str, str]:
+        """Start it; the RUNPOD_* variables that point the SDK at it."""
+        self._process.start()
+        return self._conn.recv()
+
+    def run(self, jobs: list[tuple[str, dict]], concurrency: int) -> dict[str, dict[str, Any]]:
+        """Keep `concurrency` of `jobs` in flight until all have results: each job's times and result."""
+        self._conn.send(("run", jobs, concurrency))
+        return self._conn.recv()
+
+    def stop(self) -> None:
+        self._conn.send(("stop",))
+        self._process.join(15)
+
+
+def serve_jobs(conn) -> None:
+    """The child: the stand-in, and one client thread per job in flight (submit, wait for the result, next)."""
+    from worker.runpod_standin import FakeRunPod
+
+    fake = FakeRunPod().start()
+    result_arrived: dict[str, threading.Event] = {}
+    fake.on_result = lambda job_id: result_arrived[job_id].set()
+    conn.send(fake.env())
+    while (command := conn.recv())[0] == "run":
+        _, jobs, concurrency = command
+        queue = iter(jobs)
+        take_next = threading.Lock()
+
+        def client() -> None:
+            while True:
+                with take_next:
+                    job = next(queue, None)
+                if job is None:
+                    return
+                result_arrived[job[0]] = threading.Event()
+                fake.submit(*job)
+                result_arrived[job[0]].wait(JOB_TIMEOUT_S)
+
+        clients = [threading.Thread(target=client) for _ in range(concurrency)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        conn.send({
+            job_id: {
+                "submitted": fake.submitted_at[job_id],
+                "taken": fake.taken.get(job_id),
+                "first_post": fake.first_stream_at.get(job_id),
+                "result": fake.results.get(job_id, {"error": f"no result in {JOB_TIMEOUT_S:g} s"}),
+            }
+            for job_id, _ in jobs
+        })
+    fake.stop()
+
+
+def point_sdk_at(env: dict[str, str]) -> None:
     """The SDK reads its URLs when first imported: set them before anything imports runpod."""
     import sys
 
     if "runpod" in sys.modules:
         raise RuntimeError("the runpod SDK was imported before the bench could point it at the stand-in")
-    os.environ.update(fake.env())
+    os.environ.update(env)
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")  # as handler.py runs it
 
 
 class SdkLoad:
-    """The worker's handler under one SDK job loop, fed by the stand-in."""
+    """The worker's handler under one SDK job loop, fed by the stand-in's process."""
 
-    def __init__(self, fake: FakeRunPod, handler, concurrency_modifier, job_loop: str) -> None:
+    def __init__(self, standin: StandinProcess, handler, concurrency_modifier, job_loop: str) -> None:
         from worker.serving.job_loop import SDK_JOB_SCALER, EventDrivenJobScaler
 
-        self.fake = fake
+        self.standin = standin
         self.handler_started: dict[str, float] = {}
-        self.first_chunk: dict[str, float] = {}
-        self._done: dict[str, asyncio.Future] = {}
+        self.engine_times = EngineTimes()
+        self.times: dict[str, dict[str, Any]] = {}  # per job, from the stand-in
         scaler_class = EventDrivenJobScaler if job_loop == "event" else SDK_JOB_SCALER
         self.scaler = scaler_class(
             {"handler": self._timed(handler), "concurrency_modifier": concurrency_modifier, "return_aggregate_stream": True}
@@ -71,25 +151,15 @@ class SdkLoad:
         async def timed_handler(job):  # an async generator, so the SDK streams it as it does the worker's
             self.handler_started[job["id"]] = time.perf_counter()
             async for chunk in handler(job):
-                self.first_chunk.setdefault(job["id"], time.perf_counter())
                 yield chunk
 
         return timed_handler
 
     async def __aenter__(self) -> SdkLoad:
-        loop = asyncio.get_running_loop()
-
-        def result_arrived(job_id: str) -> None:
-            future = self._done.get(job_id)
-            if future is not None:
-                loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
-
-        self.fake.on_result = result_arrived
         self._task = asyncio.create_task(self.scaler.run())
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self.fake.on_result = None
         # Every job has its result. Stop the loops (kill_worker) and cancel their long polls, then wait for
         # them ALL to end: Python 3.11's wait_for can swallow a cancel, and a job-take still open would take
         # the next loop's first job and never run it. The stopped flag ends each loop after its poll.
@@ -97,24 +167,49 @@ class SdkLoad:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    async def run_job(self, job_id: str, payload: dict) -> None:
-        self._done[job_id] = asyncio.get_running_loop().create_future()
-        self.fake.submit(job_id, payload)
-        try:
-            await self._done[job_id]
-        finally:
-            del self._done[job_id]
-        result = self.fake.results[job_id]
-        if "error" in result:
-            raise RuntimeError(f"job {job_id} failed: {result['error']}")
+    async def run_jobs(self, jobs: list[tuple[str, dict]], concurrency: int) -> None:
+        """Closed loop in the stand-in's process; this loop meanwhile serves them through the SDK."""
+        times = await asyncio.to_thread(self.standin.run, jobs, concurrency)
+        failed = {job_id: t["result"]["error"] for job_id, t in times.items() if "error" in t["result"]}
+        if failed:
+            raise RuntimeError(f"{len(failed)} job(s) failed, e.g. {next(iter(failed.items()))}")
+        self.times.update(times)
 
     def stages_ms(self, job_id: str) -> dict[str, float]:
-        fake = self.fake
-        times = [fake.submitted_at[job_id], fake.taken[job_id], self.handler_started[job_id], self.first_chunk[job_id], fake.first_stream_at[job_id]]
+        t = self.times[job_id]
+        generate_started, first_text = self.engine_times.of_job(job_id)
+        times = [t["submitted"], t["taken"], self.handler_started[job_id], generate_started, first_text, t["first_post"]]
         return {stage: (end - start) * 1000 for stage, (start, end) in zip(STAGES, zip(times, times[1:]), strict=True)}
 
     def to_first_post_ms(self, job_id: str) -> float:
-        return (self.fake.first_stream_at[job_id] - self.fake.submitted_at[job_id]) * 1000
+        return (self.times[job_id]["first_post"] - self.times[job_id]["submitted"]) * 1000
+
+
+class EngineTimes:
+    """When vLLM's generate started and gave its first text, per request: the engine's share of a job's TTFT,
+    measured in that job. `watch(engine)` wraps the engine's generate (the bench's engine only)."""
+
+    def __init__(self) -> None:
+        self.by_request: dict[str, tuple[float, float]] = {}
+
+    def watch(self, engine) -> None:
+        vllm_generate = engine.generate
+
+        async def timed_generate(prompt, params, request_id, *args, **kwargs):
+            started = time.perf_counter()
+            first_output = None
+            async for output in vllm_generate(prompt, params, request_id, *args, **kwargs):
+                first_output = first_output or time.perf_counter()
+                # First *text*, as the raw TTFT and the worker's first chunk count it.
+                if request_id not in self.by_request and (output.outputs[0].text or output.finished):
+                    self.by_request[request_id] = (started, time.perf_counter() if output.outputs[0].text else first_output)
+                yield output
+
+        engine.generate = timed_generate
+
+    def of_job(self, job_id: str) -> tuple[float, float]:
+        # The worker's request id is "<job id>-<8 hex>" (worker/serving/handler.py).
+        return next(times for request_id, times in self.by_request.items() if request_id.rsplit("-", 1)[0] == job_id)
 
 
 async def closed_loop(concurrency: int, jobs: int, run_one) -> None:
@@ -127,7 +222,7 @@ async def closed_loop(concurrency: int, jobs: int, run_one) -> None:
     await asyncio.gather(*(one(i) for i in range(jobs)))
 
 
-async def bench_sdk(fake: FakeRunPod, job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int) -> list[SdkResult]:
+async def bench_sdk(standin: StandinProcess, job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int) -> list[SdkResult]:
     from worker.serving.engine import EngineHandle
     from worker.serving.handler import JobHandler
 
@@ -139,15 +234,16 @@ async def bench_sdk(fake: FakeRunPod, job_loops: list[str], concurrencies: list[
     results = []
     try:
         for job_loop in job_loops:
-            async with SdkLoad(fake, handler.handle, handler.concurrency, job_loop) as sdk:
-                for i in range(4):  # warm-up: the first jobs through a fresh loop and HTTP session
-                    await sdk.run_job(f"{job_loop}-warm-{i}", job_input(i, 8))
+            async with SdkLoad(standin, handler.handle, handler.concurrency, job_loop) as sdk:
+                sdk.engine_times.watch(engine)
+                # warm-up: the first jobs through a fresh loop and HTTP session
+                await sdk.run_jobs([(f"{job_loop}-warm-{i}", job_input(i, 8)) for i in range(4)], 1)
                 for concurrency in concurrencies:
                     sdk_ids: list[str] = []
                     raw_ttfts: list[float] = []
                     for r in range(rounds):
                         ids = [f"{job_loop}-c{concurrency}-r{r}-{i}" for i in range(max(jobs, concurrency))]
-                        await closed_loop(concurrency, len(ids), lambda i, ids=ids: sdk.run_job(ids[i], job_input(i, max_tokens)))
+                        await sdk.run_jobs([(job_id, job_input(i, max_tokens)) for i, job_id in enumerate(ids)], concurrency)
                         sdk_ids += ids
 
                         async def raw(i: int) -> None:
@@ -163,6 +259,7 @@ async def bench_sdk(fake: FakeRunPod, job_loops: list[str], concurrencies: list[
 def summarize(job_loop: str, concurrency: int, sdk: SdkLoad, ids: list[str], raw_ttfts: list[float]) -> SdkResult:
     to_post = [sdk.to_first_post_ms(job_id) for job_id in ids]
     stages = [sdk.stages_ms(job_id) for job_id in ids]
+    per_job = [total - stage["engine"] for total, stage in zip(to_post, stages, strict=True)]
     p50, p90 = percentile(to_post, 50), percentile(to_post, 90)
     raw50, raw90 = percentile(raw_ttfts, 50), percentile(raw_ttfts, 90)
     return SdkResult(
@@ -175,6 +272,8 @@ def summarize(job_loop: str, concurrency: int, sdk: SdkLoad, ids: list[str], raw
         raw_ttft_p90_ms=round(raw90, 2),
         added_p50_ms=round(p50 - raw50, 2),
         added_p90_ms=round(p90 - raw90, 2),
+        added_per_job_p50_ms=round(percentile(per_job, 50), 2),
+        added_per_job_p90_ms=round(percentile(per_job, 90), 2),
         stage_p50_ms={stage: round(statistics.median(s[stage] for s in stages), 2) for stage in STAGES},
     )
 
@@ -182,29 +281,30 @@ def summarize(job_loop: str, concurrency: int, sdk: SdkLoad, ids: list[str], raw
 def render_sdk_table(results: list[SdkResult], max_tokens: int, load_before: tuple, load_after: tuple) -> str:
     lines = [
         f"max_tokens={max_tokens} per job, streamed, through the runpod SDK's job loop against the RunPod API stand-in "
-        f"on 127.0.0.1; load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1 min)",
+        f"on 127.0.0.1 (its own process); load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1 min)",
         "",
-        "| job loop | conc | jobs | submit->1st POST p50 ms | p90 ms | raw TTFT p50 ms | p90 ms | added p50 ms | added p90 ms "
-        "| take p50 | start p50 | first p50 | post p50 |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| job loop | conc | jobs | submit->1st POST p50 ms | p90 ms | raw TTFT p50 ms | p90 ms | added vs raw p50 ms | p90 ms "
+        "| added per job p50 ms | p90 ms | take p50 | start p50 | build p50 | engine p50 | post p50 |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         s = r.stage_p50_ms
         lines.append(
             f"| {r.job_loop} | {r.concurrency} | {r.jobs} | {r.to_first_post_p50_ms:.2f} | {r.to_first_post_p90_ms:.2f} | "
             f"{r.raw_ttft_p50_ms:.2f} | {r.raw_ttft_p90_ms:.2f} | {r.added_p50_ms:+.2f} | {r.added_p90_ms:+.2f} | "
-            f"{s['take']:.2f} | {s['start']:.2f} | {s['first']:.2f} | {s['post']:.2f} |"
+            f"{r.added_per_job_p50_ms:+.2f} | {r.added_per_job_p90_ms:+.2f} | "
+            + " | ".join(f"{s[stage]:.2f}" for stage in STAGES) + " |"
         )
     return "\n".join(lines)
 
 
 def run_sdk_bench(job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int) -> tuple[str, list[dict]]:
-    fake = FakeRunPod().start()
+    standin = StandinProcess()
+    point_sdk_at(standin.start())
     try:
-        point_sdk_at(fake)
         load_before = os.getloadavg()
-        results = asyncio.run(bench_sdk(fake, job_loops, concurrencies, max_tokens, jobs, rounds))
+        results = asyncio.run(bench_sdk(standin, job_loops, concurrencies, max_tokens, jobs, rounds))
         load_after = os.getloadavg()
     finally:
-        fake.stop()
+        standin.stop()
     return render_sdk_table(results, max_tokens, load_before, load_after), [asdict(r) for r in results]
