@@ -288,6 +288,8 @@ class EmbedResult:
     latency_p95_ms: float
     texts_per_s: float
     wall_s: float
+    # worker rows: the median over rounds of (this worker round / the vllm round right after it)
+    paired_ratio: float | None = None
 
 
 def embed_text(i: int) -> str:
@@ -344,6 +346,9 @@ async def bench_embeddings(concurrency: int, texts: int, rounds: int) -> tuple[f
         row = asdict(group[0])
         for field in ("latency_p50_ms", "latency_p95_ms", "texts_per_s", "wall_s"):
             row[field] = round(statistics.median(getattr(r, field) for r in group), 2)
+        if path == "worker":  # pairs share the machine's state of the moment, which medians of rounds do not
+            pairs = zip(group, results["vllm"], strict=True)
+            row["paired_ratio"] = round(statistics.median(w.texts_per_s / v.texts_per_s for w, v in pairs), 3)
         merged.append(EmbedResult(**row))
     return handle.load_seconds or 0.0, merged
 
@@ -353,15 +358,16 @@ def render_embed_table(load_s: float, results: list[EmbedResult]) -> str:
         "one text per job; 'worker' = native embed job through the handler (AsyncLLM.encode behind it), "
         "'vllm' = tokenize + AsyncLLM.encode",
         "",
-        "| load s | texts | conc | path   | latency p50 ms | latency p95 ms | texts/s | worker/vllm texts/s |",
-        "|-------:|------:|-----:|:-------|---------------:|---------------:|--------:|--------------------:|",
+        "| load s | texts | conc | path   | latency p50 ms | latency p95 ms | texts/s | worker/vllm texts/s | paired rounds p50 |",
+        "|-------:|------:|-----:|:-------|---------------:|---------------:|--------:|--------------------:|------------------:|",
     ]
     raw = next(r for r in results if r.path == "vllm")
     for r in results:
         ratio = f"{r.texts_per_s / raw.texts_per_s:.3f}" if r.path == "worker" else ""
+        paired = f"{r.paired_ratio:.3f}" if r.paired_ratio is not None else ""
         lines.append(
             f"| {load_s:.1f} | {r.texts} | {r.concurrency} | {r.path:<6} | {r.latency_p50_ms:.2f} | "
-            f"{r.latency_p95_ms:.2f} | {r.texts_per_s:.1f} | {ratio} |"
+            f"{r.latency_p95_ms:.2f} | {r.texts_per_s:.1f} | {ratio} | {paired} |"
         )
     return "\n".join(lines)
 

@@ -58,6 +58,7 @@ from vllm.renderers.params import ChatParams
 from vllm.sampling_params import RequestOutputKind
 from vllm.tool_parsers import ToolParserManager
 from vllm.usage.usage_lib import UsageContext
+from vllm.utils.gc_utils import freeze_gc_heap
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.utils.import_utils import import_plugin
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -108,6 +109,7 @@ __all__ = [
     "VLLM_DEFAULT_LOGGING_CONFIG",
     "clean_loc_for_param",
     "create_error_response",
+    "freeze_gc_heap",
     "import_plugin",
     "init_app_state",
     "make_arg_parser",

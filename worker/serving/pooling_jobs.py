@@ -62,6 +62,7 @@ class PoolingJobInput(BaseModel):
     def task(self) -> str:
         return next(key for key in POOLING_KEYS if getattr(self, key) is not None)
 
+    @cached_property
     def texts(self) -> list[str]:
         value = self.score.documents if self.score is not None else getattr(self, self.task)
         return [value] if isinstance(value, str) else list(value)
@@ -76,7 +77,7 @@ def parse_pooling_job(raw: dict[str, Any]) -> PoolingJobInput:
         job = PoolingJobInput.model_validate(raw)
     except ValidationError as error:
         raise from_validation_error(error) from None
-    texts = job.texts()
+    texts = job.texts
     field = f"input.{job.task}" + (".documents" if job.task == "score" else "")
     if len(texts) > MAX_POOLING_INPUTS:
         raise invalid_input(field, f"{len(texts)} texts are above the limit of {MAX_POOLING_INPUTS}", "Split them over several jobs.")
@@ -109,7 +110,7 @@ async def encode_on_engine(engine: Any, job: PoolingJobInput, request_id: str) -
     """An embed or classify job straight on the engine: {"data": [...], "usage": ...} as the routes give it."""
     from worker.serving.jobs import engine_prompt
 
-    texts = job.texts()
+    texts = job.texts
     field = f"input.{job.task}"
     tokenizer = engine.get_tokenizer()
     limit = engine.model_config.max_model_len
