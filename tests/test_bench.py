@@ -11,16 +11,23 @@ import pytest
 from tests.helpers import ROOT, worker_env
 
 
+def run_bench(model, *args: str) -> str:
+    """`python -m worker.bench ARGS` with MODEL_NAME=model, as a user runs it; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench", *args],
+        cwd=ROOT, env=worker_env(model), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.mark.slow
 def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.bench", "--concurrency", "1", "4", "--max-tokens", "512",
-         "--jobs", "4", "--rounds", "1", "--json", str(out)],
-        cwd=ROOT, env=worker_env(tiny_model), capture_output=True, text=True, timeout=600,
+    stdout = run_bench(
+        tiny_model, "--concurrency", "1", "4", "--max-tokens", "512", "--jobs", "4", "--rounds", "1", "--json", str(out)
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| TP | load s | conc | path" in done.stdout
+    assert "| TP | load s | conc | path" in stdout
     report = json.loads(out.read_text())
     rows = {(r["path"], r["concurrency"]): r for r in report["results"]}
     assert set(rows) == {("worker", 1), ("vllm", 1), ("worker", 4), ("vllm", 4)}
@@ -38,13 +45,8 @@ def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
 
     out = tmp_path / "bench-embed.json"
     model = make_tiny_pooling_model("embedding")
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.bench", "--load", "embed", "--texts", "32", "--concurrency", "8",
-         "--rounds", "1", "--json", str(out)],
-        cwd=ROOT, env=worker_env(model), capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| load s | texts | conc | path   | latency p50 ms" in done.stdout
+    stdout = run_bench(model, "--load", "embed", "--texts", "32", "--concurrency", "8", "--rounds", "1", "--json", str(out))
+    assert "| load s | texts | conc | path   | latency p50 ms" in stdout
     rows = {r["path"]: r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {"worker", "vllm"}
     assert all(r["texts_per_s"] > 0 and r["texts"] == 32 for r in rows.values())
@@ -55,13 +57,10 @@ def test_sdk_bench_splits_each_jobs_time_to_first_post(tiny_model, tmp_path):
     """`--sdk`: jobs go through the SDK's job loop against the stand-in in its own process; every stage of a
     job's time to first POST is measured, and they add up to it (one clock across the two processes)."""
     out = tmp_path / "bench-sdk.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.bench", "--sdk", "--concurrency", "2", "--max-tokens", "8",
-         "--jobs", "6", "--rounds", "1", "--json", str(out)],
-        cwd=ROOT, env=worker_env(tiny_model), capture_output=True, text=True, timeout=600,
+    stdout = run_bench(
+        tiny_model, "--sdk", "--concurrency", "2", "--max-tokens", "8", "--jobs", "6", "--rounds", "1", "--json", str(out)
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| added per job p50 ms |" in done.stdout
+    assert "| added per job p50 ms |" in stdout
     (row,) = json.loads(out.read_text())["sdk_results"]
     assert row["job_loop"] == "event" and row["concurrency"] == 2 and row["jobs"] == 6
     stages = row["stage_p50_ms"]

@@ -14,11 +14,9 @@ beside the raw engine's TTFT, and where the time went:
   engine  generate started -> its first output with text: vLLM's own TTFT for this very request
   post    that output -> the stand-in received the first stream POST (the worker's chunk, the SDK's HTTP post)
 
-"added" is reported two ways. Against the raw engine's TTFT, measured apart (the load straight on vLLM at
-the same concurrency): that closed loop submits each next request in the same event-loop turn that ended
-the last, so new requests always meet the engine at a step boundary, which requests arriving from outside
-(as the SDK's do) mostly do not; at 8 concurrent that alone makes the raw TTFT a few ms shorter. And per
-job: submit -> first POST minus that job's own `engine` time, which leaves out vLLM's time whatever the batch.
+"added" is reported two ways: against the raw engine's TTFT, measured apart (the same load straight on vLLM at
+the same concurrency); and per job, submit -> first POST minus that job's own `engine` time, which leaves out
+vLLM's time whatever the batch and whatever slowed the engine. The README says how far apart they are.
 """
 
 from __future__ import annotations
