@@ -16,8 +16,9 @@ behind (the largest share of the loop's own time at 8 concurrent jobs). This pro
 writer, so its in-memory set is the truth; the file follows within a write.
 
 `install()` makes `runpod.serverless.start` use it, only on the SDK code it was written against
-(`PINNED_JOB_SCALER_SHA256`); on any other it logs a warning and keeps the SDK's loop.
-tests/test_job_loop.py fails when the installed SDK's JobScaler differs from the pinned one.
+(`PINNED_JOB_SCALER_SHA256`, `PINNED_JOBS_PROGRESS_SHA256`); on any other it logs a warning and keeps the
+SDK's loop. tests/test_job_loop.py fails when the installed SDK's JobScaler or JobsProgress differs from the
+pinned one.
 """
 
 from __future__ import annotations
