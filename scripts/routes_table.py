@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.readme_block import replace_block  # noqa: E402
 from worker.serving.routes import routes_markdown  # noqa: E402
 
 START = "<!-- routes-table:start -->"
@@ -24,17 +25,9 @@ def render_table() -> str:
     return routes_markdown()
 
 
-def replace_table(readme: str) -> str:
-    head, start, rest = readme.partition(START)
-    _old, end, tail = rest.partition(END)
-    if not start or not end:
-        raise SystemExit(f"README.md has no {START} ... {END} block")
-    return f"{head}{START}\n{render_table()}\n{END}{tail}"
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         readme = ROOT / "README.md"
-        readme.write_text(replace_table(readme.read_text()))
+        readme.write_text(replace_block(readme.read_text(), START, END, render_table()))
     else:
         print(render_table())

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS, SAME_JOB_FIELDS  # noqa: E402
 from config.settings import WorkerSettings  # noqa: E402
+from scripts.readme_block import replace_block  # noqa: E402
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
@@ -65,18 +66,10 @@ def render_migration_table() -> str:
     return "\n".join(rows)
 
 
-def replace_table(readme: str, start: str = START, end: str = END, table: str | None = None) -> str:
-    head, found_start, rest = readme.partition(start)
-    _old, found_end, tail = rest.partition(end)
-    if not found_start or not found_end:
-        raise SystemExit(f"README.md has no {start} ... {end} block")
-    return f"{head}{start}\n{render_table() if table is None else table}\n{end}{tail}"
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         readme = ROOT / "README.md"
-        text = replace_table(readme.read_text())
-        readme.write_text(replace_table(text, MIGRATION_START, MIGRATION_END, render_migration_table()))
+        text = replace_block(readme.read_text(), START, END, render_table())
+        readme.write_text(replace_block(text, MIGRATION_START, MIGRATION_END, render_migration_table()))
     else:
         print(render_table(), render_migration_table(), sep="\n\n")
