@@ -75,6 +75,24 @@ def build_tokenizer(vocab_size: int = 512, special_tokens: list[str] = SPECIAL_T
     return tokenizer
 
 
+def chatml_tokenizer(additional_special_tokens: list[str] | None = None):
+    """The tiny Llama's tokenizer as transformers wraps it (ChatML's special tokens, the model's context),
+    with any further special tokens a model needs (the tiny VLM's image tokens)."""
+    from transformers import PreTrainedTokenizerFast
+
+    extra = {"additional_special_tokens": additional_special_tokens} if additional_special_tokens else {}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=build_tokenizer(),
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        **extra,
+    )
+    tokenizer.model_max_length = TINY_LLAMA_CONFIG["max_position_embeddings"]
+    return tokenizer
+
+
 def make_tiny_model(path: str | Path = DEFAULT_PATH, *, seed: int = 0) -> Path:
     """Write the tiny model to `path` (skipped if it is already there) and return the folder."""
     path = Path(path)
@@ -82,19 +100,11 @@ def make_tiny_model(path: str | Path = DEFAULT_PATH, *, seed: int = 0) -> Path:
         return path
 
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
-    raw_tokenizer = build_tokenizer()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw_tokenizer,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-    )
+    tokenizer = chatml_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.model_max_length = TINY_LLAMA_CONFIG["max_position_embeddings"]
 
     config = LlamaConfig(
         **{k: v for k, v in TINY_LLAMA_CONFIG.items() if k not in ("architectures", "model_type")},

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from worker.tiny_model import SPECIAL_TOKENS, TINY_LLAMA_CONFIG, build_tokenizer
+from worker.tiny_model import SPECIAL_TOKENS, TINY_LLAMA_CONFIG, chatml_tokenizer
 
 DEFAULT_PATH = Path(".models/tiny-idefics3")
 IMAGE_TOKEN, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN = "<image>", "<fake_token_around_image>", "<global-img>"
@@ -61,20 +61,11 @@ def make_tiny_vlm(path: str | Path = DEFAULT_PATH, *, seed: int = 0) -> Path:
         Idefics3ImageProcessor,
         Idefics3Processor,
         LlamaConfig,
-        PreTrainedTokenizerFast,
     )
 
     path.mkdir(parents=True, exist_ok=True)
     image_tokens = [IMAGE_TOKEN, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, "<end_of_utterance>"]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(),
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        additional_special_tokens=image_tokens,
-    )
-    tokenizer.model_max_length = TINY_LLAMA_CONFIG["max_position_embeddings"]
+    tokenizer = chatml_tokenizer(additional_special_tokens=image_tokens)
 
     text_config = LlamaConfig(
         **{k: v for k, v in TINY_LLAMA_CONFIG.items() if k not in ("architectures", "model_type", "torch_dtype")},
