@@ -6,6 +6,7 @@ stop_signals_fetcher) in place of HTTP; tests/test_platform.py runs the whole pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 
 from runpod.serverless.modules import rp_scale
@@ -101,19 +102,26 @@ def run(coro):
     return asyncio.new_event_loop().run_until_complete(coro)
 
 
+@contextlib.asynccontextmanager
+async def running_scaler(jobs: FakeJobs, concurrency):
+    """The event-driven scaler running on `jobs`; told to stop, and its loop awaited, on leaving."""
+    scaler = scaler_for(jobs, concurrency)
+    loop_task = asyncio.ensure_future(scaler.run())
+    yield scaler
+    scaler.kill_worker()
+    await asyncio.wait_for(loop_task, 10)
+
+
 def test_concurrency_modifier_bounds_running_jobs_and_every_job_runs():
     async def scenario():
         jobs = FakeJobs()
-        scaler = scaler_for(jobs, lambda current: 3)
-        loop_task = asyncio.ensure_future(scaler.run())
-        for i in range(7):
-            jobs.add(f"job-{i}")
-        await until(lambda: len(jobs.running) == 3)
-        for i in range(7):  # release all; the rest start as slots free up
-            jobs.finish(f"job-{i}")
-        await until(lambda: len(jobs.finished) == 7)
-        scaler.kill_worker()
-        await asyncio.wait_for(loop_task, 10)
+        async with running_scaler(jobs, lambda current: 3) as scaler:
+            for i in range(7):
+                jobs.add(f"job-{i}")
+            await until(lambda: len(jobs.running) == 3)
+            for i in range(7):  # release all; the rest start as slots free up
+                jobs.finish(f"job-{i}")
+            await until(lambda: len(jobs.finished) == 7)
         return jobs, scaler
 
     jobs, scaler = run(scenario())
@@ -125,17 +133,14 @@ def test_concurrency_modifier_bounds_running_jobs_and_every_job_runs():
 def test_a_stop_signal_cancels_only_that_job():
     async def scenario():
         jobs = FakeJobs()
-        scaler = scaler_for(jobs, lambda current: 4)
-        loop_task = asyncio.ensure_future(scaler.run())
-        jobs.add("keep")
-        jobs.add("stop-me")
-        await until(lambda: jobs.running == {"keep", "stop-me"})
-        jobs.to_stop.put_nowait("stop-me")
-        await until(lambda: jobs.running == {"keep"})
-        jobs.finish("keep")
-        await until(lambda: jobs.finished == ["keep"])
-        scaler.kill_worker()
-        await asyncio.wait_for(loop_task, 10)
+        async with running_scaler(jobs, lambda current: 4) as scaler:
+            jobs.add("keep")
+            jobs.add("stop-me")
+            await until(lambda: jobs.running == {"keep", "stop-me"})
+            jobs.to_stop.put_nowait("stop-me")
+            await until(lambda: jobs.running == {"keep"})
+            jobs.finish("keep")
+            await until(lambda: jobs.finished == ["keep"])
         return jobs, scaler
 
     jobs, scaler = run(scenario())
@@ -172,15 +177,12 @@ def test_a_job_after_the_sdk_resizes_its_queue_still_starts():
     async def scenario():
         jobs = FakeJobs()
         answers = iter([1, 1, 1])
-        scaler = scaler_for(jobs, lambda current: next(answers, 5))
-        loop_task = asyncio.ensure_future(scaler.run())
-        await until(lambda: scaler.jobs_queue.maxsize == 5)
-        jobs.add("after-resize")
-        await until(lambda: jobs.running == {"after-resize"})
-        jobs.finish("after-resize")
-        await until(lambda: jobs.finished == ["after-resize"])
-        scaler.kill_worker()
-        await asyncio.wait_for(loop_task, 10)
+        async with running_scaler(jobs, lambda current: next(answers, 5)) as scaler:
+            await until(lambda: scaler.jobs_queue.maxsize == 5)
+            jobs.add("after-resize")
+            await until(lambda: jobs.running == {"after-resize"})
+            jobs.finish("after-resize")
+            await until(lambda: jobs.finished == ["after-resize"])
         return jobs
 
     assert run(scenario()).finished == ["after-resize"]
@@ -221,18 +223,15 @@ def test_job_progress_file_follows_the_running_jobs_and_is_written_off_the_event
 
     async def scenario():
         jobs = FakeJobs()
-        scaler = scaler_for(jobs, lambda current: 4)
-        loop_task = asyncio.ensure_future(scaler.run())
-        jobs.add("a")
-        jobs.add("b")
-        await until(lambda: jobs.running == {"a", "b"})
-        await until(lambda: saved_job_ids() == {"a", "b"})
-        jobs.finish("a")
-        await until(lambda: saved_job_ids() == {"b"})
-        jobs.finish("b")
-        await until(lambda: jobs.finished == ["a", "b"])
-        scaler.kill_worker()
-        await asyncio.wait_for(loop_task, 10)
+        async with running_scaler(jobs, lambda current: 4):
+            jobs.add("a")
+            jobs.add("b")
+            await until(lambda: jobs.running == {"a", "b"})
+            await until(lambda: saved_job_ids() == {"a", "b"})
+            jobs.finish("a")
+            await until(lambda: saved_job_ids() == {"b"})
+            jobs.finish("b")
+            await until(lambda: jobs.finished == ["a", "b"])
 
     JobsProgress._save_state = recording_save
     try:

@@ -175,7 +175,7 @@ class SdkLoad:
 
     def stages_ms(self, job_id: str) -> dict[str, float]:
         t = self.times[job_id]
-        generate_started, first_text = self.engine_times.of_job(job_id)
+        generate_started, first_text = self.engine_times.by_job[job_id]
         times = [t["submitted"], t["taken"], self.handler_started[job_id], generate_started, first_text, t["first_post"]]
         return {stage: (end - start) * 1000 for stage, (start, end) in zip(STAGES, zip(times, times[1:]), strict=True)}
 
@@ -184,11 +184,11 @@ class SdkLoad:
 
 
 class EngineTimes:
-    """When vLLM's generate started and gave its first text, per request: the engine's share of a job's TTFT,
+    """When vLLM's generate started and gave its first text, per job: the engine's share of a job's TTFT,
     measured in that job. `watch(engine)` wraps the engine's generate (the bench's engine only)."""
 
     def __init__(self) -> None:
-        self.by_request: dict[str, tuple[float, float]] = {}
+        self.by_job: dict[str, tuple[float, float]] = {}
 
     def watch(self, engine) -> None:
         vllm_generate = engine.generate
@@ -196,18 +196,15 @@ class EngineTimes:
         async def timed_generate(prompt, params, request_id, *args, **kwargs):
             started = time.perf_counter()
             first_output = None
+            job_id = request_id.rsplit("-", 1)[0]  # the worker's request id is "<job id>-<8 hex>" (serving/handler.py)
             async for output in vllm_generate(prompt, params, request_id, *args, **kwargs):
                 first_output = first_output or time.perf_counter()
                 # First *text*, as the raw TTFT and the worker's first chunk count it.
-                if request_id not in self.by_request and (output.outputs[0].text or output.finished):
-                    self.by_request[request_id] = (started, time.perf_counter() if output.outputs[0].text else first_output)
+                if job_id not in self.by_job and (output.outputs[0].text or output.finished):
+                    self.by_job[job_id] = (started, time.perf_counter() if output.outputs[0].text else first_output)
                 yield output
 
         engine.generate = timed_generate
-
-    def of_job(self, job_id: str) -> tuple[float, float]:
-        # The worker's request id is "<job id>-<8 hex>" (worker/serving/handler.py).
-        return next(times for request_id, times in self.by_request.items() if request_id.rsplit("-", 1)[0] == job_id)
 
 
 async def closed_loop(concurrency: int, jobs: int, run_one) -> None:

@@ -80,7 +80,6 @@ class BackgroundProgressFile:
         self._stopped = False
 
     def start(self) -> None:
-        self._stopped = False
         threading.Thread(target=self._write_when_asked, name="job-progress-file", daemon=True).start()
         self.progress._save_state = self._save_soon
         self.progress._load_state = self._load_in_child_only
