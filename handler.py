@@ -28,6 +28,7 @@ from worker.logs import configure_logging  # noqa: E402
 from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
 from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
 from worker.serving.job_loop import install as install_event_driven_job_loop  # noqa: E402
+from worker.serving.job_loop import use_uvloop  # noqa: E402
 from worker.serving.shutdown import exit_now  # noqa: E402
 
 log = logging.getLogger("worker")
@@ -103,6 +104,7 @@ def main() -> None:
     jobs = JobHandler(settings, engine)
     exit_code = 0
     install_event_driven_job_loop()  # a taken job starts at once, not on the SDK's next 100 ms tick
+    use_uvloop()
     try:
         runpod.serverless.start(
             {

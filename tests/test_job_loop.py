@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 
+import uvloop
 from runpod.serverless.modules import rp_scale
 from runpod.serverless.modules.worker_state import IS_LOCAL_TEST, JobsProgress
 from runpod.version import __version__ as runpod_version
@@ -33,6 +34,17 @@ def test_install_makes_the_sdk_build_the_event_driven_scaler(monkeypatch):
     monkeypatch.setattr(rp_scale, "JobScaler", job_loop.SDK_JOB_SCALER)
     assert job_loop.install() is True
     assert rp_scale.JobScaler is EventDrivenJobScaler
+
+
+def test_use_uvloop_makes_the_sdks_asyncio_run_start_a_uvloop_loop():
+    async def loop_type():
+        return type(asyncio.get_running_loop())
+
+    try:
+        job_loop.use_uvloop()
+        assert asyncio.run(loop_type()) is uvloop.Loop  # rp_scale.JobScaler.start calls asyncio.run
+    finally:
+        asyncio.set_event_loop_policy(None)
 
 
 class FakeJobs:
@@ -99,7 +111,8 @@ async def until(condition, timeout: float = 10.0) -> None:
 
 
 def run(coro):
-    return asyncio.new_event_loop().run_until_complete(coro)
+    """On uvloop, the loop handler.py runs the SDK's job loop on (job_loop.use_uvloop)."""
+    return uvloop.new_event_loop().run_until_complete(coro)
 
 
 @contextlib.asynccontextmanager
@@ -241,3 +254,39 @@ def test_job_progress_file_follows_the_running_jobs_and_is_written_off_the_event
     assert saved_job_ids() == set() and JobsProgress().get_job_count() == 0
     assert writers == {"job-progress-file"}, writers
     assert "_save_state" not in vars(JobsProgress()), "the SDK's own method is back once the loop ends"
+
+
+def test_job_progress_file_writes_do_not_grow_with_the_job_rate():
+    """Changes that come faster than PROGRESS_WRITE_GAP_S share a write: 40 jobs taken and ended 5 ms apart
+    (80 changes, each its own write without the gap) cost about one write per gap, and the file ends current."""
+    import time
+
+    writes = 0
+    sdk_save = JobsProgress._save_state
+
+    def counting_save(progress):
+        nonlocal writes
+        writes += 1
+        sdk_save(progress)
+
+    async def scenario():
+        jobs = FakeJobs()
+        async with running_scaler(jobs, lambda current: 40):
+            for i in range(40):
+                jobs.add(f"spaced-{i}")
+                await asyncio.sleep(0.005)
+            await until(lambda: len(jobs.running) == 40)
+            for i in range(40):
+                jobs.finish(f"spaced-{i}")
+                await asyncio.sleep(0.005)
+            await until(lambda: len(jobs.finished) == 40)
+
+    JobsProgress._save_state = counting_save
+    started = time.monotonic()
+    try:
+        run(scenario())
+    finally:
+        JobsProgress._save_state = sdk_save
+    gaps = (time.monotonic() - started) / job_loop.PROGRESS_WRITE_GAP_S
+    assert saved_job_ids() == set()
+    assert 1 <= writes <= min(gaps + 2, 40), (writes, gaps)  # 80 writes if every change had its own

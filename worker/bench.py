@@ -412,6 +412,10 @@ def main() -> None:
     )
     parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.sdk:  # --sdk must point the SDK at its stand-in before anything imports runpod; it calls this then
+        from worker.serving.job_loop import use_uvloop
+
+        use_uvloop()  # the loop handler.py runs the worker on; vLLM's raw side runs on it too, as under `vllm serve`
 
     if args.cold_start_child:
         from worker.bench_cold_start import child_main

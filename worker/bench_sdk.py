@@ -296,6 +296,9 @@ def render_sdk_table(results: list[SdkResult], max_tokens: int, load_before: tup
 def run_sdk_bench(job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int) -> tuple[str, list[dict]]:
     standin = StandinProcess()
     point_sdk_at(standin.start())
+    from worker.serving.job_loop import use_uvloop
+
+    use_uvloop()  # as handler.py runs the worker
     try:
         load_before = os.getloadavg()
         results = asyncio.run(bench_sdk(standin, job_loops, concurrencies, max_tokens, jobs, rounds))

@@ -13,12 +13,14 @@ SDK's heartbeat process reads) is written by a background thread instead of on t
 writes it, under a file lock, on every job taken and every job ended, and reads it back on every job take:
 ~0.4-0.8 ms each here, 1.5-4 ms per job of the event loop blocked, which other jobs' first tokens waited
 behind (the largest share of the loop's own time at 8 concurrent jobs). This process is the file's only
-writer, so its in-memory set is the truth; the file follows within a write.
+writer, so its in-memory set is the truth; the file follows within PROGRESS_WRITE_GAP_S and a write.
 
 `install()` makes `runpod.serverless.start` use it, only on the SDK code it was written against
 (`PINNED_JOB_SCALER_SHA256`, `PINNED_JOBS_PROGRESS_SHA256`); on any other it logs a warning and keeps the
 SDK's loop. tests/test_job_loop.py fails when the installed SDK's JobScaler or JobsProgress differs from the
 pinned one.
+
+`use_uvloop()` has the loops the SDK starts run on uvloop, as `vllm serve` runs its server.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 
 from runpod.serverless.modules import rp_scale
 from runpod.serverless.modules.worker_state import JobsProgress
@@ -45,6 +48,11 @@ PINNED_JOBS_PROGRESS_SHA256 = "3eac63b05ded662d06ab1ec966571366f250ea3484afc94fb
 # The SDK sets its stop flag from a signal handler, which does not wake a sleeping event loop: look again
 # this often so a SIGTERM still ends the loop (the SDK's own loop looked every 0.1 s).
 STOP_CHECK_S = 1.0
+# The heartbeat reads the progress file once per ping (RUNPOD_PING_INTERVAL, 10 s by default). At most this
+# many writes a second keeps the file far fresher than any ping while its cost (~1 ms of CPU: lock, temp
+# file, pickle, rename) stops growing with the job rate: at 8 concurrent jobs the thread wrote back to back
+# and took ~15% of the worker process's CPU, on the cores vLLM's frontend needs.
+PROGRESS_WRITE_GAP_S = 0.1
 
 
 # The SDK's class, kept before install() points rp_scale.JobScaler at the subclass.
@@ -65,8 +73,8 @@ def sdk_is_pinned_one() -> bool:
 
 class BackgroundProgressFile:
     """While active, the SDK's JobsProgress singleton saves its state file from a background thread
-    (the SDK's own `_save_state`, one write for any number of changes since the last) and skips reading
-    it back in this process.
+    (the SDK's own `_save_state`, one write for any number of changes since the last, at most one per
+    PROGRESS_WRITE_GAP_S) and skips reading it back in this process.
 
     Set on the instance, so the SDK's code is unchanged; a forked child (the heartbeat process) still reads
     the file through the SDK's own `_load_state`."""
@@ -119,6 +127,7 @@ class BackgroundProgressFile:
             with self._changed:
                 self._written = covers
                 self._changed.notify_all()
+            time.sleep(PROGRESS_WRITE_GAP_S)  # changes meanwhile wait for one write after the gap
 
 
 class EventDrivenJobScaler(SDK_JOB_SCALER):
@@ -216,6 +225,16 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
         await asyncio.wait({next_job})
         if not next_job.cancelled() and next_job.exception() is None:
             self._start_job(session, next_job.result(), tasks)  # it had taken one: run it in the drain
+
+
+def use_uvloop() -> None:
+    """Run the asyncio loops the SDK starts with `asyncio.run` (its job loop, local test mode, fitness checks)
+    on uvloop, as `vllm serve` runs its server. The worker's process is one event loop carrying the SDK's HTTP
+    takes and posts and vLLM's output handler; uvloop makes each of its task hand-offs and socket writes
+    cheaper. Call before `runpod.serverless.start`."""
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def install() -> bool:
