@@ -162,6 +162,6 @@ def test_openai_text_that_is_not_unicode_is_a_400_naming_the_param(run_job, work
 
 
 def test_after_hostile_input_the_worker_serves_the_next_job(run_job, engine_handle):
-    chunks = run_job({"prompt": "still here?", "sampling_params": {"max_tokens": 3}})
+    chunks = run_job({"prompt": "still here?", "sampling_params": {"max_tokens": 3, "ignore_eos": True}})
     assert chunks[-1]["usage"]["completion_tokens"] == 3
     assert engine_handle.engine.get_num_unfinished_requests() == 0

@@ -115,7 +115,8 @@ def test_streamed_completion_equals_non_streamed_under_greedy_sampling_with_usag
 
 
 def test_stream_is_server_sent_events_ending_with_done(call, gateway, model):
-    body = {"model": model, "messages": MESSAGES, "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 4, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
 
     def raw_stream():
         with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, timeout=180) as response:
