@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 
 import uvloop
 from runpod.serverless.modules import rp_scale
@@ -222,17 +223,26 @@ def saved_job_ids() -> set[str]:
         return {job.id for job in pickle.load(state)}
 
 
-def test_job_progress_file_follows_the_running_jobs_and_is_written_off_the_event_loop():
-    """The SDK's heartbeat process reads the running jobs from JobsProgress's file; the loop has it written
-    by a background thread, and the file is current when the loop ends."""
+def record_progress_file_writes(monkeypatch) -> list[str]:
+    """The name of the thread behind each write of the SDK's state file from now on (the SDK's own
+    `_save_state` still writes it)."""
     import threading
 
-    writers: set[str] = set()
+    writers: list[str] = []
     sdk_save = JobsProgress._save_state
 
     def recording_save(progress):
-        writers.add(threading.current_thread().name)
+        writers.append(threading.current_thread().name)
         sdk_save(progress)
+
+    monkeypatch.setattr(JobsProgress, "_save_state", recording_save)
+    return writers
+
+
+def test_job_progress_file_follows_the_running_jobs_and_is_written_off_the_event_loop(monkeypatch):
+    """The SDK's heartbeat process reads the running jobs from JobsProgress's file; the loop has it written
+    by a background thread, and the file is current when the loop ends."""
+    writers = record_progress_file_writes(monkeypatch)
 
     async def scenario():
         jobs = FakeJobs()
@@ -246,28 +256,16 @@ def test_job_progress_file_follows_the_running_jobs_and_is_written_off_the_event
             jobs.finish("b")
             await until(lambda: jobs.finished == ["a", "b"])
 
-    JobsProgress._save_state = recording_save
-    try:
-        run(scenario())
-    finally:
-        JobsProgress._save_state = sdk_save
+    run(scenario())
     assert saved_job_ids() == set() and JobsProgress().get_job_count() == 0
-    assert writers == {"job-progress-file"}, writers
+    assert set(writers) == {"job-progress-file"}, writers
     assert "_save_state" not in vars(JobsProgress()), "the SDK's own method is back once the loop ends"
 
 
-def test_job_progress_file_writes_do_not_grow_with_the_job_rate():
+def test_job_progress_file_writes_do_not_grow_with_the_job_rate(monkeypatch):
     """Changes that come faster than PROGRESS_WRITE_GAP_S share a write: 40 jobs taken and ended 5 ms apart
     (80 changes, each its own write without the gap) cost about one write per gap, and the file ends current."""
-    import time
-
-    writes = 0
-    sdk_save = JobsProgress._save_state
-
-    def counting_save(progress):
-        nonlocal writes
-        writes += 1
-        sdk_save(progress)
+    writes = record_progress_file_writes(monkeypatch)
 
     async def scenario():
         jobs = FakeJobs()
@@ -281,12 +279,8 @@ def test_job_progress_file_writes_do_not_grow_with_the_job_rate():
                 await asyncio.sleep(0.005)
             await until(lambda: len(jobs.finished) == 40)
 
-    JobsProgress._save_state = counting_save
     started = time.monotonic()
-    try:
-        run(scenario())
-    finally:
-        JobsProgress._save_state = sdk_save
+    run(scenario())
     gaps = (time.monotonic() - started) / job_loop.PROGRESS_WRITE_GAP_S
     assert saved_job_ids() == set()
-    assert 1 <= writes <= min(gaps + 2, 40), (writes, gaps)  # 80 writes if every change had its own
+    assert 1 <= len(writes) <= min(gaps + 2, 40), (len(writes), gaps)  # 80 writes if every change had its own
