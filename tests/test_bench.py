@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,17 @@ def test_sdk_bench_splits_each_jobs_time_to_first_post(tiny_model, tmp_path):
     stages = row["stage_p50_ms"]
     assert set(stages) == {"take", "start", "build", "engine", "post"} and all(v >= 0 for v in stages.values())
     assert 0 < row["added_per_job_p50_ms"] < row["to_first_post_p50_ms"]
+
+
+def test_sdk_bench_runs_the_standin_below_the_workers_priority():
+    """RunPod's API is not on the worker's machine: in the bench its stand-in takes only CPU the worker leaves."""
+    from worker.bench_sdk import STANDIN_NICENESS, StandinProcess
+
+    standin = StandinProcess()
+    env = standin.start()
+    try:
+        assert env["RUNPOD_WEBHOOK_GET_JOB"].startswith("http://127.0.0.1:")
+        niceness = os.getpriority(os.PRIO_PROCESS, standin._process.pid)
+        assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + STANDIN_NICENESS)
+    finally:
+        standin.stop()
