@@ -56,14 +56,16 @@ def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
 @pytest.mark.slow
 def test_sdk_bench_splits_each_jobs_time_to_first_post(tiny_model, tmp_path):
     """`--sdk`: jobs go through the SDK's job loop against the stand-in in its own process; every stage of a
-    job's time to first POST is measured, and they add up to it (one clock across the two processes)."""
+    job's time to first POST is measured, and they add up to it (one clock across the two processes). Two
+    clients on a worker with room for one: each next job waits for a slot, and every job still ends."""
     out = tmp_path / "bench-sdk.json"
     stdout = run_bench(
-        tiny_model, "--sdk", "--concurrency", "2", "--max-tokens", "8", "--jobs", "6", "--rounds", "1", "--json", str(out)
+        tiny_model, "--sdk", "--concurrency", "2", "--max-concurrency", "1", "--max-tokens", "8", "--jobs", "6",
+        "--rounds", "1", "--json", str(out),
     )
-    assert "| added per job p50 ms |" in stdout
+    assert "the worker's MAX_CONCURRENCY 1;" in stdout and "| added per job p50 ms |" in stdout
     (row,) = json.loads(out.read_text())["sdk_results"]
-    assert row["job_loop"] == "event" and row["concurrency"] == 2 and row["jobs"] == 6
+    assert row["job_loop"] == "event" and row["concurrency"] == 2 and row["jobs"] == 6 and row["jobs_per_s"] > 0
     stages = row["stage_p50_ms"]
     assert set(stages) == {"take", "start", "build", "engine", "post"} and all(v >= 0 for v in stages.values())
     assert 0 < row["added_per_job_p50_ms"] < row["to_first_post_p50_ms"]

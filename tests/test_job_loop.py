@@ -21,7 +21,7 @@ from worker.serving.job_loop import EventDrivenJobScaler
 
 
 def test_the_installed_sdk_is_the_one_the_loop_was_written_for():
-    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, set_scale, handle_job)
+    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, get_jobs, set_scale, handle_job)
     # and worker_state.JobsProgress (_save_state, _load_state), adapt job_loop.py, then re-pin the values.
     assert runpod_version == job_loop.PINNED_RUNPOD_VERSION
     assert job_loop.source_sha256(job_loop.SDK_JOB_SCALER) == job_loop.PINNED_JOB_SCALER_SHA256
@@ -142,6 +142,30 @@ def test_concurrency_modifier_bounds_running_jobs_and_every_job_runs():
     assert jobs.max_running == 3
     assert sorted(jobs.finished) == [f"job-{i}" for i in range(7)]
     assert scaler.jobs_tasks == {} and JobsProgress().get_job_count() == 0
+
+
+def test_a_full_worker_takes_the_next_job_as_soon_as_one_ends():
+    """The SDK's job-take loop sleeps 1 s whenever the worker is full: a slot freed meanwhile must not wait
+    for that sleep to end."""
+
+    async def scenario():
+        jobs = FakeJobs()
+        waits = []
+        async with running_scaler(jobs, lambda current: 1):
+            for i in range(4):
+                jobs.add(f"job-{i}")
+            for i in range(3):
+                await until(lambda i=i: jobs.running == {f"job-{i}"})
+                ended = time.monotonic()
+                jobs.finish(f"job-{i}")
+                await until(lambda i=i: jobs.running == {f"job-{i + 1}"})
+                waits.append(time.monotonic() - ended)
+            jobs.finish("job-3")
+            await until(lambda: len(jobs.finished) == 4)
+        return waits
+
+    waits = run(scenario())
+    assert max(waits) < 0.5, f"the next job waited {max(waits):.2f} s for a free slot (the SDK's sleep is 1 s)"
 
 
 def test_a_stop_signal_cancels_only_that_job():

@@ -407,6 +407,11 @@ def main() -> None:
         help="with --sdk: the worker's event-driven job loop, the SDK's own (100 ms poll), or both",
     )
     parser.add_argument(
+        "--max-concurrency", type=int, metavar="N",
+        help="with --sdk: the worker's MAX_CONCURRENCY (default: room for every client's job); below --concurrency "
+        "the worker is full and each next job waits for a slot",
+    )
+    parser.add_argument(
         "--cold-start", type=int, nargs="?", const=2, metavar="STARTS",
         help="time STARTS (default 2) compiled cold starts of fresh containers sharing a volume, then one with the cache off",
     )
@@ -433,7 +438,9 @@ def main() -> None:
     if args.sdk:
         from worker.bench_sdk import run_sdk_bench
 
-        table, rows = run_sdk_bench(args.job_loop, args.concurrency, args.max_tokens, args.jobs, args.rounds)
+        table, rows = run_sdk_bench(
+            args.job_loop, args.concurrency, args.max_tokens, args.jobs, args.rounds, args.max_concurrency
+        )
         print(table)
         if args.json:
             with open(args.json, "w") as out:

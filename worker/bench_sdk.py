@@ -54,6 +54,7 @@ class SdkResult:
     added_p90_ms: float
     added_per_job_p50_ms: float
     added_per_job_p90_ms: float
+    jobs_per_s: float  # through the SDK, over the rounds' wall time
     stage_p50_ms: dict[str, float]
 
 
@@ -170,13 +171,17 @@ class SdkLoad:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    async def run_jobs(self, jobs: list[tuple[str, dict]], concurrency: int) -> None:
-        """Closed loop in the stand-in's process; this loop meanwhile serves them through the SDK."""
+    async def run_jobs(self, jobs: list[tuple[str, dict]], concurrency: int) -> float:
+        """Closed loop in the stand-in's process; this loop meanwhile serves them through the SDK. Its wall
+        time in seconds."""
+        started = time.perf_counter()
         times = await asyncio.to_thread(self.standin.run, jobs, concurrency)
+        wall_s = time.perf_counter() - started
         failed = {job_id: t["result"]["error"] for job_id, t in times.items() if "error" in t["result"]}
         if failed:
             raise RuntimeError(f"{len(failed)} job(s) failed, e.g. {next(iter(failed.items()))}")
         self.times.update(times)
+        return wall_s
 
     def stages_ms(self, job_id: str) -> dict[str, float]:
         t = self.times[job_id]
@@ -222,11 +227,14 @@ async def closed_loop(concurrency: int, jobs: int, run_one) -> None:
     await asyncio.gather(*(one(i) for i in range(jobs)))
 
 
-async def bench_sdk(standin: StandinProcess, job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int) -> list[SdkResult]:
+async def bench_sdk(
+    standin: StandinProcess, job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int,
+    max_concurrency: int,
+) -> list[SdkResult]:
     from worker.serving.engine import EngineHandle
     from worker.serving.handler import JobHandler
 
-    settings = load_settings(max_concurrency=max(64, *concurrencies))
+    settings = load_settings(max_concurrency=max_concurrency)
     handle = EngineHandle(settings)
     engine = await handle.get()
     tokenizer = engine.get_tokenizer()
@@ -241,22 +249,26 @@ async def bench_sdk(standin: StandinProcess, job_loops: list[str], concurrencies
                 for concurrency in concurrencies:
                     sdk_ids: list[str] = []
                     raw_ttfts: list[float] = []
+                    sdk_wall_s = 0.0
                     for r in range(rounds):
                         ids = [f"{job_loop}-c{concurrency}-r{r}-{i}" for i in range(max(jobs, concurrency))]
-                        await sdk.run_jobs([(job_id, job_input(i, max_tokens)) for i, job_id in enumerate(ids)], concurrency)
+                        jobs_in = [(job_id, job_input(i, max_tokens)) for i, job_id in enumerate(ids)]
+                        sdk_wall_s += await sdk.run_jobs(jobs_in, concurrency)
                         sdk_ids += ids
 
                         async def raw(i: int) -> None:
                             raw_ttfts.append((await straight_on_vllm(engine, tokenizer, i, max_tokens)).ttft_s * 1000)
 
                         await closed_loop(concurrency, len(ids), raw)
-                    results.append(summarize(job_loop, concurrency, sdk, sdk_ids, raw_ttfts))
+                    results.append(summarize(job_loop, concurrency, sdk, sdk_ids, raw_ttfts, sdk_wall_s))
     finally:
         handle.shutdown()
     return results
 
 
-def summarize(job_loop: str, concurrency: int, sdk: SdkLoad, ids: list[str], raw_ttfts: list[float]) -> SdkResult:
+def summarize(
+    job_loop: str, concurrency: int, sdk: SdkLoad, ids: list[str], raw_ttfts: list[float], wall_s: float
+) -> SdkResult:
     to_post = [sdk.to_first_post_ms(job_id) for job_id in ids]
     stages = [sdk.stages_ms(job_id) for job_id in ids]
     per_job = [total - stage["engine"] for total, stage in zip(to_post, stages, strict=True)]
@@ -274,23 +286,27 @@ def summarize(job_loop: str, concurrency: int, sdk: SdkLoad, ids: list[str], raw
         added_p90_ms=round(p90 - raw90, 2),
         added_per_job_p50_ms=round(percentile(per_job, 50), 2),
         added_per_job_p90_ms=round(percentile(per_job, 90), 2),
+        jobs_per_s=round(len(ids) / wall_s, 1),
         stage_p50_ms={stage: round(statistics.median(s[stage] for s in stages), 2) for stage in STAGES},
     )
 
 
-def render_sdk_table(results: list[SdkResult], max_tokens: int, load_before: tuple, load_after: tuple) -> str:
+def render_sdk_table(
+    results: list[SdkResult], max_tokens: int, max_concurrency: int, load_before: tuple, load_after: tuple
+) -> str:
     lines = [
         f"max_tokens={max_tokens} per job, streamed, through the runpod SDK's job loop against the RunPod API stand-in "
-        f"on 127.0.0.1 (its own process); load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1 min)",
+        f"on 127.0.0.1 (its own process); the worker's MAX_CONCURRENCY {max_concurrency}; "
+        f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1 min)",
         "",
-        "| job loop | conc | jobs | submit->1st POST p50 ms | p90 ms | raw TTFT p50 ms | p90 ms | added vs raw p50 ms | p90 ms "
-        "| added per job p50 ms | p90 ms | take p50 | start p50 | build p50 | engine p50 | post p50 |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| job loop | conc | jobs | jobs/s | submit->1st POST p50 ms | p90 ms | raw TTFT p50 ms | p90 ms | added vs raw p50 ms "
+        "| p90 ms | added per job p50 ms | p90 ms | take p50 | start p50 | build p50 | engine p50 | post p50 |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         s = r.stage_p50_ms
         lines.append(
-            f"| {r.job_loop} | {r.concurrency} | {r.jobs} | {r.to_first_post_p50_ms:.2f} | {r.to_first_post_p90_ms:.2f} | "
+            f"| {r.job_loop} | {r.concurrency} | {r.jobs} | {r.jobs_per_s:.1f} | {r.to_first_post_p50_ms:.2f} | {r.to_first_post_p90_ms:.2f} | "
             f"{r.raw_ttft_p50_ms:.2f} | {r.raw_ttft_p90_ms:.2f} | {r.added_p50_ms:+.2f} | {r.added_p90_ms:+.2f} | "
             f"{r.added_per_job_p50_ms:+.2f} | {r.added_per_job_p90_ms:+.2f} | "
             + " | ".join(f"{s[stage]:.2f}" for stage in STAGES) + " |"
@@ -298,7 +314,11 @@ def render_sdk_table(results: list[SdkResult], max_tokens: int, load_before: tup
     return "\n".join(lines)
 
 
-def run_sdk_bench(job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int) -> tuple[str, list[dict]]:
+def run_sdk_bench(
+    job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int, max_concurrency: int | None
+) -> tuple[str, list[dict]]:
+    """`max_concurrency`: the worker's MAX_CONCURRENCY; None: room for every client's job at once."""
+    max_concurrency = max_concurrency or max(64, *concurrencies)
     standin = StandinProcess()
     point_sdk_at(standin.start())
     from worker.serving.job_loop import use_uvloop
@@ -306,8 +326,9 @@ def run_sdk_bench(job_loops: list[str], concurrencies: list[int], max_tokens: in
     use_uvloop()  # as handler.py runs the worker
     try:
         load_before = os.getloadavg()
-        results = asyncio.run(bench_sdk(standin, job_loops, concurrencies, max_tokens, jobs, rounds))
+        results = asyncio.run(bench_sdk(standin, job_loops, concurrencies, max_tokens, jobs, rounds, max_concurrency))
         load_after = os.getloadavg()
     finally:
         standin.stop()
-    return render_sdk_table(results, max_tokens, load_before, load_after), [asdict(r) for r in results]
+    table = render_sdk_table(results, max_tokens, max_concurrency, load_before, load_after)
+    return table, [asdict(r) for r in results]

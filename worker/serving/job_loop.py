@@ -1,4 +1,5 @@
-"""The runpod SDK's job loop without its 100 ms poll: a job the SDK has taken starts at once.
+"""The runpod SDK's job loop without its 100 ms poll: a job the SDK has taken starts at once, and a full
+worker takes its next job as soon as one ends.
 
 runpod 1.10.0's `JobScaler.run_jobs` looks at its job queue every 100 ms (`asyncio.wait(tasks,
 timeout=0.1)` while jobs run, `asyncio.sleep(0.1)` when idle), so a taken job waits 0-100 ms before its
@@ -15,6 +16,11 @@ writes it, under a file lock, on every job taken and every job ended, and reads 
 behind (the largest share of the loop's own time at 8 concurrent jobs). This process is the file's only
 writer, so its in-memory set is the truth; the file follows within PROGRESS_WRITE_GAP_S and a write.
 
+The SDK's job-take loop (`get_jobs`) sleeps 1 s whenever the worker is full, so a slot freed meanwhile
+waits up to 1 s for the next job (a full worker ran about its concurrency in jobs per second at most). It
+calls `set_scale` first on each turn: EventDrivenJobScaler's waits there, while the worker is full, for a job
+to end, so the turn finds room and takes the next job at once.
+
 `install()` makes `runpod.serverless.start` use it, only on the SDK code it was written against
 (`PINNED_JOB_SCALER_SHA256`, `PINNED_JOBS_PROGRESS_SHA256`); on any other it logs a warning and keeps the
 SDK's loop. tests/test_job_loop.py fails when the installed SDK's JobScaler or JobsProgress differs from the
@@ -26,6 +32,7 @@ pinned one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -41,7 +48,8 @@ log = logging.getLogger("worker.serving.job_loop")
 
 PINNED_RUNPOD_VERSION = "1.10.0"
 # sha256 of `inspect.getsource(rp_scale.JobScaler)` in runpod 1.10.0: the class whose queue, task map,
-# shutdown event and handle_job this loop relies on. A new SDK version: re-read JobScaler, then re-pin.
+# shutdown event, handle_job and get_jobs (set_scale first on each turn) this loop relies on. A new SDK
+# version: re-read JobScaler, then re-pin.
 PINNED_JOB_SCALER_SHA256 = "d4e907864cb74b14bb1268aa3ee519207f7152b58cad3335e51f68958888a877"
 # The same for `JobsProgress`, whose _save_state/_load_state BackgroundProgressFile takes over.
 PINNED_JOBS_PROGRESS_SHA256 = "3eac63b05ded662d06ab1ec966571366f250ea3484afc94fb83b207e6e4d1c86"
@@ -137,13 +145,20 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
     _loop: asyncio.AbstractEventLoop | None = None
     _stop_monitor: asyncio.Task | None = None  # the SDK's stop-channel loop, while it runs
 
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        self._job_ended = asyncio.Event()  # set as each job ends: room for the next
+
     def kill_worker(self) -> None:
-        """The SDK's stop (SIGTERM/SIGINT), which also ends the stop channel's long poll: RunPod holds that poll
-        open until there is something to stop, and the SDK's loop would wait for it after the last job.
-        Called from the signal handler, so the cancel goes through the loop's thread-safe queue."""
+        """The SDK's stop (SIGTERM/SIGINT), which also ends the stop channel's long poll (RunPod holds that poll
+        open until there is something to stop, and the SDK's loop would wait for it after the last job) and a
+        full worker's wait for room. Called from the signal handler, so both go through the loop's thread-safe
+        queue."""
         super().kill_worker()
-        if self._loop is not None and self._stop_monitor is not None:
-            self._loop.call_soon_threadsafe(self._stop_monitor.cancel)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._job_ended.set)
+            if self._stop_monitor is not None:
+                self._loop.call_soon_threadsafe(self._stop_monitor.cancel)
 
     async def monitor_stop_signals(self, session) -> None:
         self._loop, self._stop_monitor = asyncio.get_running_loop(), asyncio.current_task()
@@ -157,11 +172,27 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
             self._stop_monitor = None
 
     async def set_scale(self) -> None:
-        queue = self.jobs_queue
-        await super().set_scale()
-        if self.jobs_queue is not queue and self._next_job is not None:
-            # The SDK swapped in a new (empty) queue: stop waiting on the old one; run_jobs waits on the new.
-            self._next_job.cancel()
+        """The SDK's, and while the worker is full, a wait for a job to end. The SDK's `get_jobs` calls this
+        first on each turn, then sleeps 1 s if it finds no room, however soon a job ends."""
+        while True:
+            self._job_ended.clear()
+            queue = self.jobs_queue
+            await super().set_scale()
+            if self.jobs_queue is not queue and self._next_job is not None:
+                # The SDK swapped in a new (empty) queue: stop waiting on the old one; run_jobs waits on the new.
+                self._next_job.cancel()
+            if not self.is_alive() or self.current_occupancy() < self.current_concurrency:
+                return
+            # Full: wait for a job to end (kill_worker wakes it too). After STOP_CHECK_S ask the concurrency
+            # modifier again, as the SDK's 1 s retry did.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_ended.wait(), STOP_CHECK_S)
+
+    async def handle_job(self, session, job: dict) -> None:
+        try:
+            await super().handle_job(session, job)  # its `finally` takes the job out of job progress
+        finally:
+            self._job_ended.set()
 
     async def run_jobs(self, session) -> None:
         """As the SDK's `run_jobs`, woken by a job queued or ended, not by a 100 ms timer; job progress's
