@@ -21,8 +21,8 @@ from worker.serving.job_loop import EventDrivenJobScaler
 
 
 def test_the_installed_sdk_is_the_one_the_loop_was_written_for():
-    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, get_jobs, set_scale, handle_job)
-    # and worker_state.JobsProgress (_save_state, _load_state), adapt job_loop.py, then re-pin the values.
+    # A failure here means a runpod upgrade: re-read rp_scale.JobScaler (run_jobs, get_jobs, set_scale,
+    # handle_job) and worker_state.JobsProgress (_save_state, _load_state), adapt job_loop.py, then re-pin.
     assert runpod_version == job_loop.PINNED_RUNPOD_VERSION
     assert job_loop.source_sha256(job_loop.SDK_JOB_SCALER) == job_loop.PINNED_JOB_SCALER_SHA256
     assert job_loop.source_sha256(JobsProgress) == job_loop.PINNED_JOBS_PROGRESS_SHA256

@@ -8,7 +8,8 @@ handler.py installs and, with `--job-loop stock`, the SDK's own. For each concur
 streamed jobs in flight, alternating with the same load straight on vLLM, and prints submit -> first stream
 POST p50/p90 beside the raw engine's TTFT, and where the time went:
 
-  take    submit -> the worker's job-take call answered (the stand-in answers a waiting take at once)
+  take    submit -> the worker's job-take call answered (the stand-in answers a waiting take at once; with
+          `--max-concurrency` below the concurrency, this is also the job's wait for a free slot)
   start   taken -> the handler called (the SDK's queue and job loop: the 100 ms poll lived here)
   build   handler called -> vLLM's generate started (the worker's validation, tokenization, SamplingParams)
   engine  generate started -> its first output with text: vLLM's own TTFT for this very request
@@ -318,7 +319,8 @@ def run_sdk_bench(
     job_loops: list[str], concurrencies: list[int], max_tokens: int, jobs: int, rounds: int, max_concurrency: int | None
 ) -> tuple[str, list[dict]]:
     """`max_concurrency`: the worker's MAX_CONCURRENCY; None: room for every client's job at once."""
-    max_concurrency = max_concurrency or max(64, *concurrencies)
+    if max_concurrency is None:
+        max_concurrency = max(64, *concurrencies)
     standin = StandinProcess()
     point_sdk_at(standin.start())
     from worker.serving.job_loop import use_uvloop
