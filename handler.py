@@ -14,7 +14,7 @@ import sys
 
 if __name__ == "__mp_main__":
     # vLLM's engine processes are spawned, so they import this file as __mp_main__: let them exit at once.
-    from worker.serving.shutdown import skip_final_collection
+    from worker.engine.shutdown import skip_final_collection
 
     skip_final_collection()
 
@@ -23,13 +23,14 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
 import runpod  # noqa: E402
 
-from config.settings import SettingsError, load_settings  # noqa: E402
+from config.errors import SettingsError  # noqa: E402
+from config.settings import load_settings  # noqa: E402
+from worker.engine.handle import EngineHandle, EngineStartError  # noqa: E402
+from worker.engine.shutdown import exit_now  # noqa: E402
+from worker.jobs.dispatch import JobHandler, collect_stream  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
-from worker.serving.engine import EngineHandle, EngineStartError  # noqa: E402
-from worker.serving.handler import JobHandler, collect_stream  # noqa: E402
-from worker.serving.job_loop import install as install_event_driven_job_loop  # noqa: E402
-from worker.serving.job_loop import use_uvloop  # noqa: E402
-from worker.serving.shutdown import exit_now  # noqa: E402
+from worker.transports.queue.job_loop import install as install_event_driven_job_loop  # noqa: E402
+from worker.transports.queue.job_loop import use_uvloop  # noqa: E402
 
 log = logging.getLogger("worker")
 
@@ -64,8 +65,8 @@ def check_configuration(settings) -> None:
     """Every check that needs no model files, before the first job and any download (with or without
     WARM_START): engine arguments (env vars and ENGINE_ARGS, by vLLM's parser) and the OpenAI server
     options. Raises SettingsError; logs the engine-argument env vars given and likely typos."""
-    from worker.serving.engine_args import check_engine_args, typo_warnings
-    from worker.serving.openai import server_args
+    from worker.startup.engine_args import check_engine_args, typo_warnings
+    from worker.startup.server_args import server_args
 
     for typo in typo_warnings():
         log.warning("%s", typo)
@@ -82,7 +83,7 @@ def main() -> None:
         configure_logging(settings.worker_log_level)
         log.info("settings: %s", settings.masked())
         if settings.in_cluster:
-            from worker.serving.cluster import prepare_node
+            from worker.startup.cluster import prepare_node
 
             prepare_node(settings)  # nodes 1..N-1 run vLLM's headless workers in here and never return
         check_configuration(settings)
@@ -90,7 +91,7 @@ def main() -> None:
         log.error("%s", error)
         sys.exit(2)
 
-    from worker.fitness import register_fitness_checks
+    from worker.startup.fitness import register_fitness_checks
 
     register_fitness_checks(settings)
     engine = EngineHandle(settings)

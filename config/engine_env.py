@@ -1,6 +1,6 @@
 """Engine arguments as env vars (MAX_NUM_SEQS, KV_CACHE_DTYPE, SPECULATIVE_CONFIG, ...), and typo hints.
 
-Which names exist comes from vLLM's AsyncEngineArgs (worker/serving/engine_args.py passes them in): this module
+Which names exist comes from vLLM's AsyncEngineArgs (worker/startup/engine_args.py passes them in): this module
 only reads the environment, so that config/ stays the one place env vars are read and imports no vLLM.
 """
 
@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from config.migration import MIGRATION, engine_arg_aliases
+from config.settings import setting_names
 
 # Engine arguments whose upper-case name other programs use for something else (torch.distributed's
 # rendezvous, generic log levels): they are reachable through ENGINE_ARGS only.
@@ -31,7 +32,7 @@ def engine_arg_env(fields: Iterable[str], environ: Mapping[str, str] | None = No
     aliases of the official worker (TOKENIZER_NAME) included under the name they stand for."""
     environ = os.environ if environ is None else environ
     given = {env_name(f): environ[env_name(f)] for f in fields if environ.get(env_name(f), "").strip()}
-    return {**given, **engine_arg_aliases(environ)}
+    return {**given, **engine_arg_aliases(environ, setting_names())}
 
 
 def typo_hints(known: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:

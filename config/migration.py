@@ -3,7 +3,7 @@
 One table, `MIGRATION`; the README's "Coming from runpod-workers/worker-vllm" section is generated from it
 (scripts/settings_table.py) and tests/test_migration.py tests every row. Each name is one of:
 
-- same     the same name and meaning here: a setting, or an engine argument env var (worker/serving/engine_args.py);
+- same     the same name and meaning here: a setting, or an engine argument env var (worker/startup/engine_args.py);
 - alias    read as the setting or engine argument it names (giving both is an error naming both);
 - vllm     an env var vLLM reads itself: it reaches vLLM unchanged;
 - refused  stops the worker at start with one line saying what to set instead, unless its value is one
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from config.errors import config_error
 
 
 @dataclass(frozen=True)
@@ -224,47 +226,10 @@ MIGRATION: dict[str, Migration] = {
 }
 
 
-# Job fields that work as in the official worker: {field: note}.
-SAME_JOB_FIELDS = {
-    "prompt": "works: text to complete",
-    "messages": "works: a chat, rendered with the model's chat template",
-    "sampling_params": "works: vLLM's SamplingParams fields; `max_tokens` defaults to the rest of the context "
-    "capped at `DEFAULT_MAX_TOKENS` (there: 100)",
-    "stream": "works: chunks of `{\"text\": ...}` (see Output)",
-    "openai_route": "works: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, answered by vLLM's server code",
-    "openai_input": "works: the request body",
-}
-
-# The official worker's native job fields beyond prompt/messages/sampling_params/stream (which work as
-# there): (values this worker honours, what it does). Another value fails the job with that text
-# (worker/serving/jobs.py).
-_JOB_STREAM_BATCHING = (
-    "Leave it out: stream chunks are batched by time here (STREAM_FLUSH_INTERVAL_MS on the endpoint), "
-    "not by token count."
-)
-OFFICIAL_JOB_FIELDS: dict[str, tuple[tuple[Any, ...], str]] = {
-    "apply_chat_template": (
-        (True, False),
-        "honoured: `messages` are always rendered with the model's chat template; with `prompt`, true sends "
-        "the prompt as one user message through it",
-    ),
-    "use_openai_format": (
-        (False,),
-        'false is honoured; for OpenAI-shaped output send {"openai_route": "/v1/chat/completions", '
-        '"openai_input": {...}} (or use the endpoint\'s /openai/v1 URL)',
-    ),
-    "max_batch_size": ((), _JOB_STREAM_BATCHING),
-    "min_batch_size": ((), _JOB_STREAM_BATCHING),
-    "batch_size_growth_factor": ((), _JOB_STREAM_BATCHING),
-}
-
-
 def apply_migration(environ: Mapping[str, str], settings: set[str]) -> dict[str, str]:
     """The official worker's names set in `environ`: refused ones raise one SettingsError listing each with
     what to set instead; aliases of settings come back as {setting field: value} (aliases of engine
     arguments are read by config/engine_env.py)."""
-    from config.settings import config_error
-
     problems, renamed = [], {}
     for name, entry in MIGRATION.items():
         value = environ.get(name, "")
@@ -282,16 +247,12 @@ def apply_migration(environ: Mapping[str, str], settings: set[str]) -> dict[str,
     return renamed
 
 
-def engine_arg_aliases(environ: Mapping[str, str]) -> dict[str, str]:
-    """{engine argument env var: value} for the official worker's aliases of engine arguments."""
+def engine_arg_aliases(environ: Mapping[str, str], settings: set[str]) -> dict[str, str]:
+    """{engine argument env var: value} for the official worker's aliases of engine arguments (the
+    aliases whose target is none of `settings`, the env var names WorkerSettings reads)."""
     return {
         entry.target: environ[name]
         for name, entry in MIGRATION.items()
-        if entry.kind == "alias" and entry.target and environ.get(name) and entry.target.lower() not in _setting_fields()
+        if entry.kind == "alias" and entry.target and environ.get(name) and entry.target not in settings
     }
 
-
-def _setting_fields() -> set[str]:
-    from config.settings import WorkerSettings
-
-    return set(WorkerSettings.model_fields)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import typing
 from typing import Annotated, Any, Literal
 
@@ -25,6 +24,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from config.errors import config_error
+from config.migration import apply_migration
+from config.secrets import MASK, mask_secret_keys
 
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 DTYPE_CHOICES: tuple[str, ...] = typing.get_args(Dtype)
@@ -390,22 +393,6 @@ class WorkerSettings(BaseSettings):
         return shown
 
 
-# Keys that name a secret (hf_token, api_key, aws_secret_access_key, password, ...), not max_num_batched_tokens.
-_SECRET_NAME = re.compile(r"(^|_)token$|key$|secret|password|passwd|credential", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
-
-
-def mask_secret_keys(value: Any) -> Any:
-    """`value` with every entry whose key names a secret masked, at any depth (nested vLLM configs)."""
-    if isinstance(value, dict):
-        return {k: "**********" if _SECRET_NAME.search(str(k)) else mask_secret_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secret_keys(item) for item in value]
-    return value
-
 # Engine arguments that have a setting of their own: ENGINE_ARGS and engine-argument env vars may not set them
 # too. The value is the setting to use instead.
 FIRST_CLASS_ENGINE_ARGS = {
@@ -427,16 +414,6 @@ FIRST_CLASS_ENGINE_ARGS = {
 _FIRST_CLASS_ENGINE_ARGS = set(FIRST_CLASS_ENGINE_ARGS)
 
 
-class SettingsError(Exception):
-    """Bad configuration: the message names each env var, its value and what is allowed."""
-
-
-def config_error(*problems: str) -> SettingsError:
-    """The one builder of start-up configuration errors: a header, then one line per problem, each
-    naming the env var (`NAME=value: what is wrong (allowed / what to set instead)`)."""
-    return SettingsError("\n  ".join(["Invalid worker configuration:", *problems]))
-
-
 def setting_names() -> set[str]:
     """The env var names WorkerSettings reads."""
     return {name.upper() for name in WorkerSettings.model_fields}
@@ -448,8 +425,6 @@ def load_settings(**overrides: Any) -> WorkerSettings:
     Names of RunPod's official vLLM worker are applied first (config/migration.py): an alias is read as
     the setting it names, a name this worker does not take stops start-up with what to set instead.
     """
-    from config.migration import apply_migration
-
     renamed = apply_migration(os.environ, setting_names())
     try:
         return WorkerSettings(**{**renamed, **overrides})
@@ -469,7 +444,7 @@ def describe_settings_error(error: ValidationError) -> list[str]:
         env_var = field.upper()
         value = item.get("input")
         if isinstance(value, SecretStr) or field == "hf_token":
-            shown = "'**********'"
+            shown = repr(MASK)
         elif field == "engine_args" and isinstance(value, str):
             shown = "<not shown: it may hold secrets>"
         elif isinstance(value, dict):

@@ -1,4 +1,4 @@
-"""Print the README's route table from the one route table (worker/serving/routes.py), or rewrite it in place.
+"""Print the README's route table from the one route table (worker/routes/table.py), or rewrite it in place.
 
     .venv/bin/python scripts/routes_table.py           # print the table
     .venv/bin/python scripts/routes_table.py --write   # replace it in README.md between the markers
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.readme_block import replace_block  # noqa: E402
-from worker.serving.routes import routes_markdown  # noqa: E402
+from worker.routes.table import routes_markdown  # noqa: E402
 
 START = "<!-- routes-table:start -->"
 END = "<!-- routes-table:end -->"

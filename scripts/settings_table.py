@@ -18,9 +18,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS, SAME_JOB_FIELDS  # noqa: E402
+from config.migration import MIGRATION  # noqa: E402
 from config.settings import WorkerSettings  # noqa: E402
 from scripts.readme_block import replace_block  # noqa: E402
+from worker.jobs.official_fields import OFFICIAL_JOB_FIELDS, SAME_JOB_FIELDS  # noqa: E402
 
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"

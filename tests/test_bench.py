@@ -1,4 +1,4 @@
-"""`python -m worker.bench` runs end to end on the tiny model, and a 512-token stream takes at most 20 chunks."""
+"""`python -m bench` runs end to end on the tiny model, and a 512-token stream takes at most 20 chunks."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from tests.helpers import ROOT, worker_env
 
 
 def run_bench(model, *args: str) -> str:
-    """`python -m worker.bench ARGS` with MODEL_NAME=model, as a user runs it; its stdout."""
+    """`python -m bench ARGS` with MODEL_NAME=model, as a user runs it; its stdout."""
     done = subprocess.run(
-        [sys.executable, "-m", "worker.bench", *args],
+        [sys.executable, "-m", "bench", *args],
         cwd=ROOT, env=worker_env(model), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tm
 
 @pytest.mark.slow
 def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
-    from worker.tiny_model import make_tiny_pooling_model
+    from devtools.tiny_model import make_tiny_pooling_model
 
     out = tmp_path / "bench-embed.json"
     model = make_tiny_pooling_model("embedding")
@@ -73,7 +73,7 @@ def test_sdk_bench_splits_each_jobs_time_to_first_post(tiny_model, tmp_path):
 
 def test_sdk_bench_runs_the_standin_below_the_workers_priority():
     """RunPod's API is not on the worker's machine: in the bench its stand-in takes only CPU the worker leaves."""
-    from worker.bench_sdk import STANDIN_NICENESS, StandinProcess
+    from bench.sdk import STANDIN_NICENESS, StandinProcess
 
     standin = StandinProcess()
     env = standin.start()

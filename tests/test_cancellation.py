@@ -56,7 +56,7 @@ def test_a_stream_nobody_reads_any_more_is_aborted_when_closed(loop, job_handler
 
 
 def test_job_timeout_aborts_the_request_and_fails_the_job(loop, worker_settings, engine_handle, running_engine):
-    from worker.serving.handler import JobHandler
+    from worker.jobs.dispatch import JobHandler
 
     handler = JobHandler(worker_settings.model_copy(update={"job_timeout_s": 0.5}), engine_handle).handle
 

@@ -18,7 +18,9 @@ import time
 
 import pytest
 
-from config.settings import SettingsError, WorkerSettings, load_settings
+from config.errors import SettingsError
+from config.settings import WorkerSettings, load_settings
+from devtools.tiny_model import TINY_LLAMA_CONFIG
 from tests.helpers import MODEL_CONFIGS, ROOT, reference_config
 from tests.helpers.cluster import (
     cluster_env,
@@ -36,8 +38,7 @@ from worker.parallel.layout import (
     plan_parallelism,
 )
 from worker.parallel.memory import GB, resolve_precision
-from worker.serving.cluster import cluster_interface
-from worker.tiny_model import TINY_LLAMA_CONFIG
+from worker.startup.cluster import cluster_interface
 
 GREEDY_JOB = {"prompt": "The capital of France is", "sampling_params": {"temperature": 0, "max_tokens": 32}}
 # Bounds the failure tests give the worker (its settings) and what they allow on top for a loaded 2-core machine.
@@ -125,7 +126,7 @@ def test_cpu_cluster_runs_one_pipeline_stage_per_node_and_refuses_eager_mode():
 
 
 def test_fitness_check_without_config_counts_one_nodes_share_of_the_gpus():
-    from worker.fitness import check_gpu_count
+    from worker.startup.fitness import check_gpu_count
 
     settings = load_settings(model_name="org/model", tensor_parallel_size=8, pipeline_parallel_size=2,
                              cluster_num_nodes=2, cluster_node_rank=0, cluster_master_addr="10.0.0.1")

@@ -1,6 +1,6 @@
 """The compile caches go to the network volume under a key of vLLM version, model, parallel sizes and GPU
 type, follow the same volume path as the model cache, and stay in the container when turned off or when
-there is no volume. (The cold-start figures come from `python -m worker.bench --cold-start`.)"""
+there is no volume. (The cold-start figures come from `python -m bench --cold-start`.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import vllm
 
 from config.settings import load_settings
 from worker.model_files.download import model_cache_dir
-from worker.serving.compile_cache import CACHE_ENV_VARS, use_volume_compile_cache
+from worker.startup.compile_cache import CACHE_ENV_VARS, use_volume_compile_cache
 
 H100 = ("NVIDIA H100 80GB HBM3",) * 4
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from config.migration import MIGRATION
 from config.settings import WorkerSettings, load_settings
+from worker.jobs.official_fields import OFFICIAL_JOB_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())
@@ -216,8 +218,6 @@ def test_readme_documents_the_request_routes():
 
 
 def test_readme_migration_table_is_generated_from_config_migration():
-    from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS
-
     table = _settings_table_module()
     readme = (ROOT / "README.md").read_text()
     assert table.MIGRATION_START in readme and table.MIGRATION_END in readme, "README.md lacks the migration table"

@@ -21,14 +21,14 @@ from tests.helpers import MODEL_CONFIGS
 from tests.helpers.fake_hub import COMMIT, FakeHub, fake_cache
 from tests.helpers.fake_nvml import FakeNvml, install
 from worker import fitness
-from worker.fitness import (
+from worker.model_files import download
+from worker.parallel import gpus
+from worker.startup.fitness import (
     PodUnfitError,
     check_parallel_plan,
     gpu_build_installed,
     register_fitness_checks,
 )
-from worker.model_files import download
-from worker.parallel import gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_8B = MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"
@@ -135,7 +135,7 @@ def test_check_is_cheap(model_dir):
     code = (
         "import sys, time; t = time.perf_counter()\n"
         "from config.settings import load_settings\n"
-        "from worker.fitness import check_parallel_plan\n"
+        "from worker.startup.fitness import check_parallel_plan\n"
         f"check_parallel_plan(load_settings(model_name={str(model_dir)!r}))\n"
         "print(round(time.perf_counter() - t, 2), [m for m in ('torch', 'vllm') if m in sys.modules])\n"
     )
@@ -177,7 +177,7 @@ def test_config_out_of_reach_passes_with_a_warning(hub_env, sdk_registry, monkey
     register_fitness_checks(load_settings(model_name=GATED))
     run_sdk_checks()
     assert "All fitness checks passed" in capsys.readouterr().out
-    warning = next(r for r in caplog.records if r.levelname == "WARNING" and r.name == "worker.fitness")
+    warning = next(r for r in caplog.records if r.levelname == "WARNING" and r.name == "worker.startup.fitness")
     assert GATED in warning.getMessage() and "GPU count only" in warning.getMessage()
 
 

@@ -1,4 +1,4 @@
-"""Images on a real vision-language model (worker/tiny_vlm.py: a tiny random Idefics3, made locally): data: and
+"""Images on a real vision-language model (devtools/tiny_vlm.py: a tiny random Idefics3, made locally): data: and
 http images reach the model through both APIs, and every refused or failed fetch is a clean error after which the
 next job runs. This module starts its own engine."""
 
@@ -10,9 +10,9 @@ import json
 import pytest
 
 from config.settings import load_settings
+from devtools.tiny_vlm import PROMPT_TOKENS_PER_IMAGE, make_tiny_vlm
 from tests.helpers import ROOT, FatalRecorder, job_error
 from tests.helpers.media_server import MediaServer, data_url, png_bytes
-from worker.tiny_vlm import PROMPT_TOKENS_PER_IMAGE, make_tiny_vlm
 
 GREEDY = {"temperature": 0, "max_tokens": 6}
 
@@ -25,8 +25,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def vlm(loop):
-    from worker.serving.engine import EngineHandle
-    from worker.serving.handler import JobHandler
+    from worker.engine.handle import EngineHandle
+    from worker.jobs.dispatch import JobHandler
 
     model = make_tiny_vlm(ROOT / ".models" / "tiny-idefics3")
     settings = load_settings(
@@ -42,7 +42,7 @@ def vlm(loop):
 @pytest.fixture()
 def allow_loopback(vlm):
     """MEDIA_ALLOWED_HOSTS=127.0.0.1 for one test (the policy is the process's, as on a worker)."""
-    from worker.serving.media import install_media_policy
+    from worker.media.connector import install_media_policy
 
     settings = vlm[0]
     install_media_policy(settings.model_copy(update={"media_allowed_hosts": ["127.0.0.1"]}))

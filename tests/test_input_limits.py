@@ -20,7 +20,7 @@ SURROGATE = "\ud800"
 
 @pytest.fixture(scope="module")
 def limits(loop, engine_handle, worker_settings):
-    from worker.serving.limits import InputLimits
+    from worker.requests.limits import InputLimits
 
     engine = loop.run_until_complete(engine_handle.get())
     return InputLimits.of(engine.get_tokenizer(), engine.model_config.max_model_len, worker_settings.max_input_chars)
@@ -104,7 +104,7 @@ def test_a_prompt_too_long_in_characters_is_refused_before_tokenizing(run_job, w
 
 
 def test_max_input_chars_setting_is_the_limit(loop, worker_settings, engine_handle):
-    from worker.serving.handler import JobHandler
+    from worker.jobs.dispatch import JobHandler
 
     handler = JobHandler(worker_settings.model_copy(update={"max_input_chars": 1000}), engine_handle).handle
 

@@ -1,4 +1,4 @@
-"""The event-driven job loop (worker/serving/job_loop.py) keeps the runpod SDK's semantics: the concurrency
+"""The event-driven job loop (worker/transports/queue/job_loop.py) keeps the runpod SDK's semantics: the concurrency
 modifier, per-job stop, the drain on shutdown and job progress; and it is pinned to the SDK it replaces
 code of. These run the SDK's real JobScaler with its local-test hooks (jobs_fetcher, jobs_handler,
 stop_signals_fetcher) in place of HTTP; tests/test_platform.py runs the whole path over HTTP."""
@@ -16,8 +16,8 @@ from runpod.serverless.modules.worker_state import IS_LOCAL_TEST, JobsProgress
 from runpod.version import __version__ as runpod_version
 
 from tests.helpers import ROOT
-from worker.serving import job_loop
-from worker.serving.job_loop import EventDrivenJobScaler
+from worker.transports.queue import job_loop
+from worker.transports.queue.job_loop import EventDrivenJobScaler
 
 
 def test_the_installed_sdk_is_the_one_the_loop_was_written_for():

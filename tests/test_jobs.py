@@ -1,4 +1,4 @@
-"""worker/serving/jobs.py without the engine: job input -> validated job -> vLLM request, on the tiny model's
+"""worker/jobs/request.py without the engine: job input -> validated job -> vLLM request, on the tiny model's
 real tokenizer. Every bad input is invalid_input naming the field (the end-to-end path: test_native_jobs.py)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from devtools.tiny_model import make_tiny_model
 from tests.helpers import TINY_MODEL_DIR
-from worker.serving.errors import JobError
-from worker.serving.jobs import build_engine_request, parse_job_input
-from worker.tiny_model import make_tiny_model
+from worker.jobs.request import build_engine_request, parse_job_input
+from worker.requests.errors import JobError
 
 BAD_INPUTS = [
     ("not an object", "input"),

@@ -51,12 +51,20 @@ def test_vllm_is_imported_only_through_vllm_api(path):
     assert not vllm_imports, f"{path.relative_to(ROOT)} imports {vllm_imports}: add the names to worker/vllm_api.py"
 
 
+SERVING_PACKAGES = ("engine", "startup", "jobs", "requests", "routes", "media", "transports")
+
+
+def is_serving_layer(module: str) -> bool:
+    parts = module.split(".")
+    return module == "worker.vllm_api" or (parts[0] == "worker" and len(parts) > 1 and parts[1] in SERVING_PACKAGES)
+
+
 @pytest.mark.parametrize("package", ["worker/model_files", "worker/parallel"])
 def test_pure_packages_import_neither_torch_nor_the_serving_layer(package):
     # Module level: worker/parallel/gpus.py may fall back to torch on a pod whose NVML cannot be read.
     for path in sorted((ROOT / package).rglob("*.py")):
         heavy = sorted(m for m in imported_modules(path, top_level_only=True) if m.split(".")[0] in ("torch", "vllm", "transformers")
-                       or m.startswith("worker.serving") or m == "worker.vllm_api")
+                       or is_serving_layer(m))
         assert not heavy, f"{path.relative_to(ROOT)} imports {heavy}"
 
 

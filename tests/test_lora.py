@@ -1,6 +1,6 @@
 """LoRA adapters (LORA_MODULES): settings, fetching, sizing, the memory plan, and serving on a real CPU engine.
 
-The engine here is this module's own (the tiny model with a tiny random adapter made by worker/tiny_lora.py);
+The engine here is this module's own (the tiny model with a tiny random adapter made by devtools/tiny_lora.py);
 the OpenAI routes are reached with the official openai client through the test gateway.
 """
 
@@ -12,7 +12,9 @@ import json
 import openai
 import pytest
 
-from config.settings import SettingsError, load_settings
+from config.errors import SettingsError
+from config.settings import load_settings
+from devtools.tiny_lora import make_tiny_lora
 from tests.helpers import ROOT, FatalRecorder, job_error, reference_config
 from tests.helpers.openai_gateway import OpenAIGateway
 from worker.model_files.adapters import (
@@ -27,7 +29,6 @@ from worker.parallel.gpus import GpuInventory
 from worker.parallel.layout import ParallelismError, choose_parallelism
 from worker.parallel.memory import GB, lora_bytes, plan_memory, resolve_precision
 from worker.parallel.shape import ModelShape
-from worker.tiny_lora import make_tiny_lora
 
 ADAPTER = "tiny-adapter"
 PROMPT = "Hello, world! How are you"
@@ -73,7 +74,7 @@ def test_bad_lora_modules_name_the_setting(value, says):
 
 
 def test_openai_server_args_may_not_set_lora_modules(tiny_model):
-    from worker.serving.openai import server_args
+    from worker.startup.server_args import server_args
 
     settings = load_settings(model_name=str(tiny_model), openai_server_args="--lora-modules a=/x")
     with pytest.raises(SettingsError, match="lora_modules \\(use LORA_MODULES\\)"):
@@ -175,8 +176,8 @@ def test_start_up_refuses_a_plan_the_adapters_no_longer_fit():
 
 @pytest.fixture(scope="module")
 def lora_worker(loop, tiny_model, adapter_dir):
-    from worker.serving.engine import EngineHandle
-    from worker.serving.handler import JobHandler
+    from worker.engine.handle import EngineHandle
+    from worker.jobs.dispatch import JobHandler
 
     settings = load_settings(
         model_name=str(tiny_model), enforce_eager=True, lora_modules=f"{ADAPTER}={adapter_dir}"

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from config.settings import SettingsError, load_settings
+from config.errors import SettingsError
+from config.settings import load_settings
 from tests.helpers import job_error
 from tests.helpers.media_server import MediaServer, data_url, png_bytes
-from worker.serving.url_policy import (
+from worker.media.url_policy import (
     FetchPolicy,
     MediaFetchError,
     fetch_image,

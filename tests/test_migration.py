@@ -13,17 +13,19 @@ import time
 
 import pytest
 
-from config.migration import MIGRATION, OFFICIAL_JOB_FIELDS
-from config.settings import SettingsError, WorkerSettings, load_settings
+from config.errors import SettingsError
+from config.migration import MIGRATION
+from config.settings import WorkerSettings, load_settings
 from tests.helpers import ROOT, FatalRecorder
-from worker.serving.engine_args import (
+from worker.jobs.official_fields import OFFICIAL_JOB_FIELDS
+from worker.jobs.request import parse_job_input
+from worker.requests.errors import JobError
+from worker.startup.engine_args import (
     check_engine_args,
-    engine_args_from_env,
-    env_engine_args,
+    engine_arg_env_names,
+    parsed_engine_arg_env,
     typo_warnings,
 )
-from worker.serving.errors import JobError
-from worker.serving.jobs import parse_job_input
 
 SETTINGS = {name.upper() for name in WorkerSettings.model_fields}
 
@@ -33,7 +35,7 @@ def clean_env(monkeypatch):
     """No setting, engine argument or official name comes from the test runner's environment, and what a test
     sets (check_all writes os.environ) is gone after it: later test files must not see it."""
     saved = dict(os.environ)
-    for name in SETTINGS | set(MIGRATION) | set(env_engine_args()) | {"MODEL", "REVISION", "MAX_NUM_SEQ"}:
+    for name in SETTINGS | set(MIGRATION) | set(engine_arg_env_names()) | {"MODEL", "REVISION", "MAX_NUM_SEQ"}:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODEL_NAME", "org/model")
     yield monkeypatch
@@ -43,7 +45,7 @@ def clean_env(monkeypatch):
 
 def check_all(**env: str) -> WorkerSettings:
     """What start-up checks (handler.check_configuration without the logging): settings, engine args, server options."""
-    from worker.serving.openai import server_args
+    from worker.startup.server_args import server_args
 
     for name, value in env.items():
         os.environ[name] = value
@@ -61,7 +63,7 @@ def test_engine_arg_env_vars_are_derived_from_vllms_fields():
 
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    names = env_engine_args()
+    names = engine_arg_env_names()
     assert {"MAX_NUM_SEQS", "ENABLE_PREFIX_CACHING", "KV_CACHE_DTYPE", "SPECULATIVE_CONFIG", "TOKENIZER"} <= set(names)
     assert set(names.values()) <= {f.name for f in dataclasses.fields(AsyncEngineArgs)}
     assert "DTYPE" not in names and "MODEL" not in names  # settings (or refused) instead
@@ -74,7 +76,7 @@ def test_env_values_are_parsed_as_vllm_serve_parses_its_flags(clean_env):
     clean_env.setenv("SPECULATIVE_CONFIG", '{"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3}')
     clean_env.setenv("COMPILATION_CONFIG", '{"mode": 0}')
     clean_env.setenv("ALLOWED_MEDIA_DOMAINS", "a.example b.example")
-    parsed = engine_args_from_env()
+    parsed = parsed_engine_arg_env()
     assert parsed["max_num_seqs"] == 8 and parsed["enable_prefix_caching"] is False and parsed["disable_log_stats"] is True
     assert parsed["speculative_config"] == {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3}
     assert parsed["compilation_config"].mode == 0
@@ -104,14 +106,14 @@ def test_bad_engine_arguments_are_one_settings_error_at_start(clean_env, env, ex
 
 
 def test_config_errors_are_built_by_one_helper():
-    """"Invalid worker configuration" is written once, in config/settings.py's config_error."""
+    """"Invalid worker configuration" is written once, in config/errors.py's config_error."""
     found = [
         str(path.relative_to(ROOT))
         for folder in ("config", "worker")
         for path in (ROOT / folder).rglob("*.py")
         if "Invalid worker configuration" in path.read_text()
     ] + (["handler.py"] if "Invalid worker configuration" in (ROOT / "handler.py").read_text() else [])
-    assert found == ["config/settings.py"]
+    assert found == ["config/errors.py"]
 
 
 # --- typos ----------------------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def test_every_official_name_works_or_stops_the_worker_saying_what_to_set(clean_
     if entry.kind == "same":
         if name == "LORA_MODULES" and "lora_modules" not in WorkerSettings.model_fields:
             pytest.skip("LORA_MODULES arrives as a setting of its own with issue 12")
-        assert name in SETTINGS or name in env_engine_args(), f"{name} is neither a setting nor an engine argument"
+        assert name in SETTINGS or name in engine_arg_env_names(), f"{name} is neither a setting nor an engine argument"
     elif entry.kind == "vllm":
         import vllm.envs
 
@@ -157,7 +159,7 @@ def test_every_official_name_works_or_stops_the_worker_saying_what_to_set(clean_
         if entry.target in SETTINGS:
             assert str(getattr(check_all(), entry.target.lower())) in ("7", "7.0")
         else:
-            assert engine_args_from_env()[env_engine_args()[entry.target]] == "7"
+            assert parsed_engine_arg_env()[engine_arg_env_names()[entry.target]] == "7"
         clean_env.setenv(entry.target, "7")
         with pytest.raises(SettingsError) as raised:
             check_all()
@@ -196,7 +198,7 @@ def test_apply_chat_template_sends_a_prompt_as_one_user_message():
 
 
 def run_handler(tiny_model, **env: str) -> tuple[subprocess.CompletedProcess, float]:
-    full_env = {k: v for k, v in os.environ.items() if k not in SETTINGS | set(env_engine_args())}
+    full_env = {k: v for k, v in os.environ.items() if k not in SETTINGS | set(engine_arg_env_names())}
     full_env.update({"MODEL_NAME": str(tiny_model), "HF_HUB_OFFLINE": "1", **env})
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "handler.py", "--test_input", '{"input": {"prompt": "hi"}}'],
@@ -228,8 +230,8 @@ def test_bad_configuration_exits_2_at_start_without_building_an_engine(tiny_mode
 def test_engine_arg_env_vars_and_official_names_reach_a_real_engine(clean_env, tiny_model, loop):
     """MAX_NUM_SEQS=3 reaches the engine's scheduler; OPENAI_SERVED_MODEL_NAME_OVERRIDE=foo is the name
     /v1/models answers with; TOKENIZER_NAME is the tokenizer vLLM loads."""
-    from worker.serving.engine import EngineHandle
-    from worker.serving.handler import JobHandler
+    from worker.engine.handle import EngineHandle
+    from worker.jobs.dispatch import JobHandler
 
     clean_env.setenv("MAX_NUM_SEQS", "3")
     clean_env.setenv("OPENAI_SERVED_MODEL_NAME_OVERRIDE", "foo")

@@ -170,8 +170,8 @@ def test_the_sdk_sees_the_handler_as_a_streaming_generator(job_handler):
 
 def test_jobs_waiting_on_a_failed_start_all_get_the_reason_and_the_worker_exits_once(loop, worker_settings, tmp_path):
     from tests.helpers import FatalRecorder
-    from worker.serving.engine import EngineHandle
-    from worker.serving.handler import JobHandler
+    from worker.engine.handle import EngineHandle
+    from worker.jobs.dispatch import JobHandler
 
     fatal = FatalRecorder()
     settings = worker_settings.model_copy(update={"model_name": str(tmp_path / "no-such-model")})
@@ -206,7 +206,7 @@ class NamedTemplatesTokenizer:
 
 
 def test_chat_jobs_work_with_named_or_missing_chat_templates():
-    from worker.serving.jobs import build_engine_request, parse_job_input
+    from worker.jobs.request import build_engine_request, parse_job_input
 
     job = parse_job_input({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"flavour": "x"}})
     named = NamedTemplatesTokenizer({"default": "{{ messages[0].content }}{{ flavour }}", "tool_use": "{{ tools }}"})

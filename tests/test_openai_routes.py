@@ -56,7 +56,7 @@ def test_models_lists_the_served_model_name(call, client, model):
 
 
 def test_served_model_name_setting_is_the_name_the_routes_answer_to(loop, engine_handle, worker_settings):
-    from worker.serving.openai import OpenAIRoutes
+    from worker.routes.serving import OpenAIRoutes
 
     settings = worker_settings.model_copy(update={"served_model_name": "my-org/my-model"})
 
@@ -221,7 +221,7 @@ def test_tool_choice_that_needs_a_tool_parser_is_a_clean_openai_error(call, clie
 def tool_client(loop, worker_settings, engine_handle):
     """A client of a worker configured for tool calls (TOOL_CALL_PARSER=hermes, ENABLE_AUTO_TOOL_CHOICE),
     on the session's engine: the parser is an OpenAI-server option, not an engine one."""
-    from worker.serving.handler import JobHandler
+    from worker.jobs.dispatch import JobHandler
 
     settings = worker_settings.model_copy(update={"tool_call_parser": "hermes", "enable_auto_tool_choice": True})
     gateway = OpenAIGateway(JobHandler(settings, engine_handle).handle)
@@ -341,7 +341,7 @@ def test_a_long_stream_is_relayed_in_few_chunks_and_events_stay_whole(loop, job_
 
 
 def test_job_timeout_aborts_an_openai_stream(loop, worker_settings, engine_handle, model):
-    from worker.serving.handler import JobHandler
+    from worker.jobs.dispatch import JobHandler
 
     handler = JobHandler(worker_settings.model_copy(update={"job_timeout_s": 0.3}), engine_handle).handle
     body = {"model": model, "prompt": "Once", "max_tokens": 1900, "ignore_eos": True, "stream": True}

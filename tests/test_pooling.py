@@ -1,5 +1,5 @@
 """Pooling models deployed with MODEL_NAME alone (tiny BERT embedder, cross-encoder and classifier made by
-worker/tiny_model.py): their routes through the official openai client and the RunPod-like gateway, the
+devtools/tiny_model.py): their routes through the official openai client and the RunPod-like gateway, the
 native embed/classify/score jobs, and malformed bodies on every pooling route.
 
 One engine per model, shared by the tests of its class and shut down after them (each costs ~20 s)."""
@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import load_settings
+from devtools.tiny_model import make_tiny_pooling_model
 from tests.helpers import FatalRecorder, job_error
 from tests.helpers.openai_gateway import OpenAIGateway
-from worker.tiny_model import make_tiny_pooling_model
 
 TEXTS = [f"Sentence number {i}: tensor parallelism splits weights across GPUs." for i in range(64)]
 DOCUMENTS = ["Paris is the capital of France.", "GPUs run tensor parallelism.", "Once upon a time."]
@@ -32,8 +32,8 @@ class Deployment:
     """One pooling model as a worker runs it: settings from MODEL_NAME alone, its engine, handler, gateway."""
 
     def __init__(self, loop, kind: str) -> None:
-        from worker.serving.engine import EngineHandle
-        from worker.serving.handler import JobHandler
+        from worker.engine.handle import EngineHandle
+        from worker.jobs.dispatch import JobHandler
 
         self.loop = loop
         self.settings = load_settings(model_name=str(make_tiny_pooling_model(kind)), enforce_eager=True, max_concurrency=32)

@@ -69,9 +69,9 @@ def test_a_decoder_still_needs_its_kv_cache():
 
 
 def test_engine_args_runner_and_convert_values_are_checked_at_start(tiny_model):
-    from config.settings import SettingsError
+    from config.errors import SettingsError
     from tests.helpers import run_local_mode
-    from worker.serving.engine_args import check_engine_args
+    from worker.startup.engine_args import check_engine_args
 
     check_engine_args(load_settings(model_name=str(tiny_model), engine_args={"runner": "pooling", "convert": "embed"}))
     with pytest.raises(SettingsError) as refused:

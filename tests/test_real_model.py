@@ -1,5 +1,5 @@
 """What the answers mean, on a real model: SmolLM2-135M-Instruct (made from a PyPI package by
-worker/real_model.py; made here if missing) on the real vLLM CPU engine, one engine for this module.
+devtools/real_model.py; made here if missing) on the real vLLM CPU engine, one engine for this module.
 
 The tiny random model of the other tests proves the plumbing; only a real model can show that an
 answer is right, that its own chat template carries a conversation, that a stop string ends a real
@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from config.settings import load_settings
+from devtools.real_model import make_real_model
 from tests.helpers import REAL_MODEL_DIR, FatalRecorder, job_error
 from tests.helpers.openai_gateway import OpenAIGateway
-from worker.real_model import make_real_model
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -40,8 +40,8 @@ def real_settings(real_model):
 
 @pytest.fixture(scope="module")
 def real_handler(loop, real_settings):
-    from worker.serving.engine import EngineHandle
-    from worker.serving.handler import JobHandler
+    from worker.engine.handle import EngineHandle
+    from worker.jobs.dispatch import JobHandler
 
     handle = EngineHandle(real_settings, on_fatal=FatalRecorder())
     yield JobHandler(real_settings, handle).handle
@@ -134,10 +134,10 @@ def test_streamed_text_equals_the_whole_text(loop, real_handler, ask):
 
 
 def test_tensor_parallel_2_is_refused_before_vllm_starts_naming_1_and_3(loop, real_model):
+    from worker.engine.handle import EngineHandle
+    from worker.jobs.dispatch import JobHandler
     from worker.model_files.config_json import read_model_config
     from worker.parallel.layout import ParallelismError, plan_parallelism, visible_gpus
-    from worker.serving.engine import EngineHandle
-    from worker.serving.handler import JobHandler
 
     settings = load_settings(model_name=str(real_model), tensor_parallel_size=2, enforce_eager=True)
     config = read_model_config(str(real_model))

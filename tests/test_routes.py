@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.helpers import ROOT
-from worker.serving.routes import NOT_SERVED, ROUTES
+from worker.routes.table import NOT_SERVED, ROUTES
 
 GREEDY = {"temperature": 0, "max_output_tokens": 16}
 PROMPT = "Tell me about tensor parallelism."
@@ -25,7 +25,7 @@ def claude(gateway):
 
 @pytest.fixture(scope="module")
 def routes(loop, engine_handle, worker_settings):
-    from worker.serving.openai import OpenAIRoutes
+    from worker.routes.serving import OpenAIRoutes
 
     return loop.run_until_complete(OpenAIRoutes.create(loop.run_until_complete(engine_handle.get()), worker_settings))
 
@@ -158,7 +158,7 @@ def test_every_route_vllm_registers_is_served_or_listed_with_its_reason(loop, en
     register_api_routers(app.state.args, app, loop.run_until_complete(engine.get_supported_tasks()), engine.model_config)
     registered = {route.path for route in app.routes}
     table = {route.path for route in ROUTES}
-    assert registered - table - set(NOT_SERVED) == set(), "add these to worker/serving/routes.py ROUTES or NOT_SERVED"
+    assert registered - table - set(NOT_SERVED) == set(), "add these to worker/routes/table.py ROUTES or NOT_SERVED"
     assert set(routes.served) <= registered, "the worker serves a route vllm serve would not for this model"
     assert set(routes.served) == registered & table
 

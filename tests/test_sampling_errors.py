@@ -79,8 +79,8 @@ def tokenizer(tiny_model):
 
 
 def build_error(job_input: dict, tokenizer) -> dict:
-    from worker.serving.errors import JobError
-    from worker.serving.jobs import build_engine_request, parse_job_input
+    from worker.jobs.request import build_engine_request, parse_job_input
+    from worker.requests.errors import JobError
 
     with pytest.raises(JobError) as raised:
         build_engine_request(parse_job_input(job_input), tokenizer, max_model_len=2048, default_max_tokens=8)
@@ -103,7 +103,7 @@ def test_a_check_made_as_the_engine_admits_the_request_names_its_field(run_job, 
 
 
 def test_field_names_match_whole_words_only():
-    from worker.serving.jobs import sampling_error
+    from worker.jobs.request import sampling_error
     from worker.vllm_api import VLLMValidationError
 
     cases = {

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from config.settings import SettingsError, load_settings
+from config.errors import SettingsError
+from config.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +116,7 @@ def test_secrets_in_engine_args_are_refused_or_masked_never_echoed(monkeypatch):
 
 
 def test_unknown_engine_args_are_named_with_a_suggestion(tiny_model):
-    from worker.serving.engine_args import build_engine_args
+    from worker.startup.engine_args import build_engine_args
 
     settings = load_settings(model_name=str(tiny_model), engine_args={"max_num_seq": 8})
     with pytest.raises(SettingsError) as caught:
@@ -124,7 +125,7 @@ def test_unknown_engine_args_are_named_with_a_suggestion(tiny_model):
 
 
 def test_engine_args_reach_vllm(tiny_model):
-    from worker.serving.engine_args import build_engine_args
+    from worker.startup.engine_args import build_engine_args
 
     settings = load_settings(
         model_name=str(tiny_model), dtype="float16", max_model_len=256, engine_args={"max_num_seqs": 8}
@@ -138,7 +139,7 @@ def test_engine_args_reach_vllm(tiny_model):
 
 
 def server_args(**settings):
-    from worker.serving.openai import server_args
+    from worker.startup.server_args import server_args
 
     return server_args(load_settings(model_name="org/model", **settings), "org/model")
 
@@ -190,7 +191,7 @@ def test_auto_tool_choice_without_a_parser_is_refused():
 def test_engine_args_json_objects_become_vllms_config_classes(tiny_model):
     from vllm.config import StructuredOutputsConfig
 
-    from worker.serving.engine_args import build_engine_args
+    from worker.startup.engine_args import build_engine_args
 
     settings = load_settings(model_name=str(tiny_model), engine_args={"structured_outputs_config": {"backend": "xgrammar"}})
     args = build_engine_args(settings, str(tiny_model), 1, 1)

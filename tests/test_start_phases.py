@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from worker.serving.start_phases import VLLM_PHASE_LINES, PhaseRecorder, StartPhases
+from worker.startup.start_phases import VLLM_PHASE_LINES, PhaseRecorder, StartPhases
 
 # vLLM 0.32's own format strings and arguments for each phase (its model loader, runner, monitor, engine core).
 VLLM_LINES = [

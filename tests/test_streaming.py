@@ -7,7 +7,7 @@ import time
 
 from vllm.outputs import CompletionOutput, RequestOutput
 
-from worker.serving.streaming import JobClock, stream_chunks
+from worker.jobs.output import JobClock, stream_chunks
 
 
 def delta(text: str, *, index: int = 0, finish: str | None = None) -> RequestOutput:

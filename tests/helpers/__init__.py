@@ -19,7 +19,7 @@ MODEL_CONFIGS = FIXTURES / "hub-configs"
 QUANTIZED_CONFIGS = FIXTURES / "model-configs"
 TOPOLOGY = FIXTURES / "topology"
 TINY_MODEL_DIR = ROOT / ".models" / "tiny-llama"
-# SmolLM2-135M-Instruct, made by worker/real_model.py (scripts/setup.sh makes it at its default path).
+# SmolLM2-135M-Instruct, made by devtools/real_model.py (scripts/setup.sh makes it at its default path).
 REAL_MODEL_DIR = ROOT / ".models" / "smollm2-135m-instruct"
 
 

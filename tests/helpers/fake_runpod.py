@@ -1,4 +1,4 @@
-"""The worker as RunPod runs it: `python handler.py` against the RunPod API stand-in (worker/runpod_standin.py)."""
+"""The worker as RunPod runs it: `python handler.py` against the RunPod API stand-in (devtools/runpod_standin.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.runpod_standin import FakeRunPod, free_port
+from devtools.runpod_standin import FakeRunPod, free_port
 
 __all__ = ["FakeRunPod", "WorkerProcess", "free_port"]
 

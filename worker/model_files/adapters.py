@@ -22,7 +22,7 @@ from worker.model_files.download import (
 )
 from worker.model_files.hub import looks_local
 
-log = logging.getLogger("worker.model_files.adapters")
+log = logging.getLogger(__name__)
 
 # The ranks vLLM's LoRAConfig accepts for max_lora_rank (vllm/config/lora.py MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

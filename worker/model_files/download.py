@@ -26,10 +26,11 @@ import threading
 import time
 from pathlib import Path
 
-from config.settings import SettingsError, WorkerSettings, load_settings
+from config.errors import SettingsError
+from config.settings import WorkerSettings, load_settings
 from worker.model_files.hub import describe_hub_error, looks_local, redact
 
-log = logging.getLogger("worker.model_files.download")
+log = logging.getLogger(__name__)
 
 # Where RunPod mounts an endpoint's network volume (NETWORK_VOLUME_PATH overrides it): network_volume_root.
 VOLUME_ROOT = Path("/runpod-volume")

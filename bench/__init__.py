@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m bench`): the worker against vLLM itself. Not in the image."""

@@ -1,0 +1,260 @@
+"""The job handler the runpod SDK calls: route a job, run it on the shared engine, yield its output.
+
+Native jobs yield stream chunks (stream: true) or one whole result; `openai_route` jobs go to
+vLLM's own OpenAI serving layer (worker/routes/serving.py). Every failure a caller can cause or see ends as
+one structured error chunk ({"error": "<JSON>"}); the worker keeps serving the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from config.settings import WorkerSettings
+from worker.engine.handle import EngineHandle, EngineStartError
+from worker.jobs.content_parts import render_content_parts
+from worker.jobs.output import JobClock, final_result, stream_chunks
+from worker.jobs.pooling import (
+    encode_on_engine,
+    generation_on_pooling_model,
+    is_pooling_job,
+    parse_pooling_job,
+    pooling_error,
+    pooling_result,
+    route_call,
+)
+from worker.jobs.request import (
+    build_engine_request,
+    check_job_input,
+    engine_prompt,
+    parse_job_input,
+    sampling_error,
+    sampling_params_model,
+)
+from worker.requests.errors import JobError
+from worker.requests.limits import InputLimits
+from worker.requests.lora import lora_request
+from worker.vllm_api import VLLMValidationError
+
+log = logging.getLogger(__name__)
+
+LONG_PROMPT_CHARS = 16_384
+_pending_aborts: set[asyncio.Future] = set()
+
+
+@contextlib.asynccontextmanager
+async def abort_after(timeout_s: float, engine: Any, request_id: str) -> AsyncIterator[None]:
+    """Abort the engine request once `timeout_s` has passed, then fail the job with a timeout error.
+
+    One timer per job rather than a timeout around each await: nothing per token, and a deadline
+    never fires inside the SDK's own code between two yields.
+    """
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        # Keep a reference: the loop holds tasks weakly, and a collected abort leaves the request running.
+        task = asyncio.ensure_future(engine.abort(request_id))
+        _pending_aborts.add(task)
+        task.add_done_callback(_pending_aborts.discard)
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    try:
+        yield
+    finally:
+        timer.cancel()
+    if expired:
+        log.warning("request %s exceeded JOB_TIMEOUT_S=%g and was aborted", request_id, timeout_s)
+        raise JobError(
+            "timeout",
+            f"the job ran longer than JOB_TIMEOUT_S={timeout_s:g} s and was aborted",
+            "Ask for fewer tokens (max_tokens), or raise JOB_TIMEOUT_S on the endpoint.",
+        )
+
+
+class JobHandler:
+    """`handle(job)` is the SDK's handler: an async generator of job output chunks."""
+
+    def __init__(self, settings: WorkerSettings, engine: EngineHandle) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._openai = None  # built on the first openai_route job
+        self._openai_lock = asyncio.Lock()  # concurrent first openai jobs build it once
+        self._limits: InputLimits | None = None  # known once the engine is up
+        sampling_params_model()  # build the schema now, not on the first job
+
+    def concurrency(self, current: int) -> int:
+        """runpod concurrency_modifier: this many jobs share the engine at once (continuous batching).
+
+        Kept after a fatal engine failure too: at 0 the SDK would leave jobs it already queued unstarted
+        and unreported; failing them with the reason during the exit grace is the clearer end."""
+        return self.settings.max_concurrency
+
+    async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+        # A bound async-generator method, so the SDK (inspect.isasyncgenfunction) streams its chunks.
+        job_id = str(job.get("id") or uuid.uuid4())
+        clock = JobClock()
+        job_input = job.get("input")
+        openai_job = isinstance(job_input, dict) and "openai_route" in job_input
+        try:
+            if openai_job:
+                async for chunk in self._run_openai(job_input, job_id):
+                    yield chunk
+            elif is_pooling_job(job_input):
+                yield await self._run_pooling(job_input, job_id, clock)
+            else:
+                async for chunk in self._run_native(job_input, job_id, clock):
+                    yield chunk
+        except Exception as error:
+            failure = self._failure(job_id, error)
+            if openai_job:  # a route's clients get the route's error body, whatever failed
+                from worker.routes.serving import openai_error_output
+
+                yield openai_error_output(failure, job_input.get("openai_route"))
+            else:
+                yield failure.as_job_output()
+
+    def _failure(self, job_id: str, error: Exception) -> JobError:
+        if isinstance(error, JobError):
+            log.info("job %s failed: %s", job_id, error.type)
+            return error
+        if isinstance(error, VLLMValidationError):  # vLLM refused the request's parameters on admission
+            log.info("job %s failed: vLLM refused %s", job_id, error.parameter or "the request")
+            return sampling_error(error)
+        if isinstance(error, EngineStartError):
+            return JobError("engine_start_failed", str(error), "Fix the configuration named above; the worker restarts.")
+        return self._unexpected(job_id, error)  # engine death and anything unforeseen: fail this job, log why
+
+    def _input_limits(self, engine: Any) -> InputLimits:
+        if self._limits is None:  # sized from the model's context and tokenizer, once
+            self._limits = InputLimits.of(
+                engine.get_tokenizer(), engine.model_config.max_model_len, self.settings.max_input_chars
+            )
+        return self._limits
+
+    async def _run_native(self, job_input: Any, job_id: str, clock: JobClock) -> AsyncIterator[Any]:
+        wait_started = time.perf_counter()
+        engine = await self.engine.get()
+        clock.engine_ready(time.perf_counter() - wait_started)
+        if engine.model_config.runner_type == "pooling":
+            raise generation_on_pooling_model(self.settings.served_name)
+        limits = self._input_limits(engine)
+        check_job_input(job_input, limits)  # before parsing: a huge input costs no more than its size check
+        job = parse_job_input(job_input)
+        adapter = lora_request(self.engine.adapters, job.lora)
+        rendered = await render_content_parts(job, engine) if job.has_content_parts() else None
+        build = functools.partial(
+            build_engine_request,
+            job,
+            engine.get_tokenizer(),
+            max_model_len=engine.model_config.max_model_len,
+            default_max_tokens=self.settings.default_max_tokens,
+            limits=limits,
+            rendered=rendered,
+        )
+        # Tokenizing a long prompt takes milliseconds: off the event loop, where other jobs stream.
+        request = await asyncio.to_thread(build) if job.prompt_chars() > LONG_PROMPT_CHARS else build()
+        # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
+        request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
+        outputs = engine.generate(
+            request.engine_prompt or engine_prompt(engine, request.prompt_token_ids),
+            request.sampling_params,
+            request_id=request_id,
+            lora_request=adapter,
+        )
+        # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request.
+        async with contextlib.aclosing(outputs), abort_after(self.settings.job_timeout_s, engine, request_id):
+            if request.stream:
+                async for chunk in stream_chunks(
+                    outputs,
+                    clock,
+                    flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
+                    max_chunk_chars=self.settings.stream_max_chunk_chars,
+                    top_logprobs=request.sampling_params.logprobs,
+                    top_prompt_logprobs=request.sampling_params.prompt_logprobs,
+                ):
+                    yield chunk
+            else:
+                async for output in outputs:
+                    # An aborted request (JOB_TIMEOUT_S) ends in abort_after's error, not a partial result.
+                    if output.finished and not any(c.finish_reason == "abort" for c in output.outputs):
+                        yield final_result(
+                            output, clock, request.sampling_params.logprobs, request.sampling_params.prompt_logprobs
+                        )
+
+    async def _routes(self) -> Any:
+        """vLLM's serving layer on the engine (worker/routes/serving.py), built on first use."""
+        from worker.routes.serving import OpenAIRoutes
+
+        engine = await self.engine.get()
+        if self._openai is None:
+            async with self._openai_lock:
+                if self._openai is None:
+                    self._openai = await OpenAIRoutes.create(
+                        engine, self.settings, self._input_limits(engine), self.engine.adapters
+                    )
+        return self._openai
+
+    async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
+        routes = await self._routes()
+        async for chunk in routes.handle(job_input, job_id):
+            yield chunk
+
+    async def _run_pooling(self, job_input: dict[str, Any], job_id: str, clock: JobClock) -> dict[str, Any]:
+        """A native embed/classify/score job, answered by vLLM's serving class for its route."""
+        job = parse_pooling_job(job_input)
+        wait_started = time.perf_counter()
+        routes = self._openai or await self._routes()  # built once; pooling jobs are short, each µs shows
+        clock.engine_ready(time.perf_counter() - wait_started)
+        call = route_call(job, self.settings.served_name)
+        engine = routes.engine
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                if job.task == "score" or call.route not in routes.served:  # vLLM's own answer (or its 404)
+                    answer = await routes.answer(call.route, call.body)
+                else:
+                    answer = await encode_on_engine(engine, job, f"{job_id}-{uuid.uuid4().hex[:8]}")
+        except TimeoutError:
+            raise JobError(
+                "timeout",
+                f"the job ran longer than JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s and was aborted",
+                "Send fewer texts per job, or raise JOB_TIMEOUT_S on the endpoint.",
+            ) from None
+        if isinstance(answer, dict):
+            return pooling_result(job, answer, clock)
+        log.info("pooling job %s failed: %s %s", job_id, answer.error.code, answer.error.type)
+        raise pooling_error(call, answer.error.code, answer.error.message, routes.served)
+
+    def _unexpected(self, job_id: str, error: Exception) -> JobError:
+        from worker.vllm_api import EngineDeadError
+
+        if isinstance(error, EngineDeadError) or (self.engine.engine is not None and self.engine.engine.errored):
+            self.engine.report_dead()
+            return JobError(
+                "engine_dead",
+                "the vLLM engine process died while this job ran; the worker is restarting",
+                "Retry the job; it will run on a fresh worker.",
+            )
+        log.exception("job %s failed unexpectedly", job_id)
+        return JobError("internal_error", f"{type(error).__name__}: {error}", "Retry; if it repeats, report it with the worker log.")
+
+
+def collect_stream(handler: Callable[[dict[str, Any]], AsyncIterator[Any]]):
+    """A non-generator view of the handler for the SDK's local test mode, which runs handlers with
+    `run_job` and would otherwise print a generator object: one result, or the list of stream chunks."""
+
+    async def run_to_end(job: dict[str, Any]) -> Any:
+        chunks = [chunk async for chunk in handler(job)]
+        errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
+        if errors:
+            return errors[-1]
+        return chunks[0] if len(chunks) == 1 else chunks
+
+    return run_to_end

@@ -1,0 +1,1 @@
+"""Images in requests: the URL fetch policy and vLLM's media connector that enforces it."""

@@ -1,0 +1,1 @@
+"""Request rules shared by every job kind and route: errors, input limits, LoRA, the deadline."""

@@ -1,0 +1,1 @@
+"""vLLM's HTTP routes answered in-process by vLLM's own serving classes: the route table, checks, error bodies."""

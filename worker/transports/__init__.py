@@ -1,0 +1,1 @@
+"""How requests reach the worker: RunPod's queue (the runpod SDK)."""

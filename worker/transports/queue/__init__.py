@@ -1,0 +1,1 @@
+"""RunPod queue endpoints: the runpod SDK's job loop, local test mode, fitness checks."""
