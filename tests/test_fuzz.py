@@ -259,7 +259,7 @@ table_counts = {"cases": 0, "errors": 0, "ok": 0}
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(route=table_routes, body=table_bodies)
 def test_every_table_route_ends_as_its_own_error_or_a_whole_response(loop, fuzz_handler, worker_settings, route, body):
-    from worker.routes.serving import ANTHROPIC_ERROR_TYPES
+    from worker.routes.errors import ANTHROPIC_ERROR_TYPES
 
     anthropic_route = route.startswith("/v1/messages")
     if isinstance(body, dict):

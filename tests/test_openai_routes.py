@@ -56,13 +56,14 @@ def test_models_lists_the_served_model_name(call, client, model):
 
 
 def test_served_model_name_setting_is_the_name_the_routes_answer_to(loop, engine_handle, worker_settings):
+    from worker.jobs.openai_route import route_job_chunks
     from worker.routes.serving import OpenAIRoutes
 
     settings = worker_settings.model_copy(update={"served_model_name": "my-org/my-model"})
 
     async def run(job_input):
         routes = await OpenAIRoutes.create(await engine_handle.get(), settings)
-        return [chunk async for chunk in routes.handle(job_input, "served-name")]
+        return [chunk async for chunk in route_job_chunks(routes, job_input, "served-name", settings)]
 
     (models,) = loop.run_until_complete(run({"openai_route": "/v1/models"}))
     assert [m["id"] for m in models["data"]] == ["my-org/my-model"]

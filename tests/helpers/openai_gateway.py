@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.routes.serving import ANTHROPIC_ERROR_TYPES
+from worker.routes.errors import ANTHROPIC_ERROR_TYPES
 
 ANTHROPIC_STATUS = {error_type: status for status, error_type in ANTHROPIC_ERROR_TYPES.items()}
 

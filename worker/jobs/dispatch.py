@@ -19,6 +19,7 @@ from typing import Any
 from config.settings import WorkerSettings
 from worker.engine.handle import EngineHandle, EngineStartError
 from worker.jobs.content_parts import render_content_parts
+from worker.jobs.openai_route import route_failure_output, route_job_chunks
 from worker.jobs.output import JobClock, final_result, stream_chunks
 from worker.jobs.pooling import (
     encode_on_engine,
@@ -37,46 +38,16 @@ from worker.jobs.request import (
     sampling_error,
     sampling_params_model,
 )
+from worker.requests.deadline import Deadline
 from worker.requests.errors import JobError
 from worker.requests.limits import InputLimits
 from worker.requests.lora import lora_request
-from worker.vllm_api import VLLMValidationError
+from worker.routes.serving import OpenAIRoutes
+from worker.vllm_api import EngineDeadError, VLLMValidationError
 
 log = logging.getLogger(__name__)
 
 LONG_PROMPT_CHARS = 16_384
-_pending_aborts: set[asyncio.Future] = set()
-
-
-@contextlib.asynccontextmanager
-async def abort_after(timeout_s: float, engine: Any, request_id: str) -> AsyncIterator[None]:
-    """Abort the engine request once `timeout_s` has passed, then fail the job with a timeout error.
-
-    One timer per job rather than a timeout around each await: nothing per token, and a deadline
-    never fires inside the SDK's own code between two yields.
-    """
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        # Keep a reference: the loop holds tasks weakly, and a collected abort leaves the request running.
-        task = asyncio.ensure_future(engine.abort(request_id))
-        _pending_aborts.add(task)
-        task.add_done_callback(_pending_aborts.discard)
-
-    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
-    try:
-        yield
-    finally:
-        timer.cancel()
-    if expired:
-        log.warning("request %s exceeded JOB_TIMEOUT_S=%g and was aborted", request_id, timeout_s)
-        raise JobError(
-            "timeout",
-            f"the job ran longer than JOB_TIMEOUT_S={timeout_s:g} s and was aborted",
-            "Ask for fewer tokens (max_tokens), or raise JOB_TIMEOUT_S on the endpoint.",
-        )
 
 
 class JobHandler:
@@ -115,9 +86,7 @@ class JobHandler:
         except Exception as error:
             failure = self._failure(job_id, error)
             if openai_job:  # a route's clients get the route's error body, whatever failed
-                from worker.routes.serving import openai_error_output
-
-                yield openai_error_output(failure, job_input.get("openai_route"))
+                yield route_failure_output(failure, job_input.get("openai_route"))
             else:
                 yield failure.as_job_output()
 
@@ -169,11 +138,13 @@ class JobHandler:
             request_id=request_id,
             lora_request=adapter,
         )
-        # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request.
-        async with contextlib.aclosing(outputs), abort_after(self.settings.job_timeout_s, engine, request_id):
+        # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request;
+        # so does the deadline, cancelling the wait for the next output.
+        deadline = Deadline(self.settings.job_timeout_s)
+        async with contextlib.aclosing(outputs), contextlib.aclosing(deadline.each(outputs)) as bounded:
             if request.stream:
                 async for chunk in stream_chunks(
-                    outputs,
+                    bounded,
                     clock,
                     flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
                     max_chunk_chars=self.settings.stream_max_chunk_chars,
@@ -182,17 +153,14 @@ class JobHandler:
                 ):
                     yield chunk
             else:
-                async for output in outputs:
-                    # An aborted request (JOB_TIMEOUT_S) ends in abort_after's error, not a partial result.
-                    if output.finished and not any(c.finish_reason == "abort" for c in output.outputs):
+                async for output in bounded:
+                    if output.finished:
                         yield final_result(
                             output, clock, request.sampling_params.logprobs, request.sampling_params.prompt_logprobs
                         )
 
     async def _routes(self) -> Any:
         """vLLM's serving layer on the engine (worker/routes/serving.py), built on first use."""
-        from worker.routes.serving import OpenAIRoutes
-
         engine = await self.engine.get()
         if self._openai is None:
             async with self._openai_lock:
@@ -204,7 +172,7 @@ class JobHandler:
 
     async def _run_openai(self, job_input: dict[str, Any], job_id: str) -> AsyncIterator[Any]:
         routes = await self._routes()
-        async for chunk in routes.handle(job_input, job_id):
+        async for chunk in route_job_chunks(routes, job_input, job_id, self.settings):
             yield chunk
 
     async def _run_pooling(self, job_input: dict[str, Any], job_id: str, clock: JobClock) -> dict[str, Any]:
@@ -215,26 +183,17 @@ class JobHandler:
         clock.engine_ready(time.perf_counter() - wait_started)
         call = route_call(job, self.settings.served_name)
         engine = routes.engine
-        try:
-            async with asyncio.timeout(self.settings.job_timeout_s):
-                if job.task == "score" or call.route not in routes.served:  # vLLM's own answer (or its 404)
-                    answer = await routes.answer(call.route, call.body)
-                else:
-                    answer = await encode_on_engine(engine, job, f"{job_id}-{uuid.uuid4().hex[:8]}")
-        except TimeoutError:
-            raise JobError(
-                "timeout",
-                f"the job ran longer than JOB_TIMEOUT_S={self.settings.job_timeout_s:g} s and was aborted",
-                "Send fewer texts per job, or raise JOB_TIMEOUT_S on the endpoint.",
-            ) from None
+        deadline = Deadline(self.settings.job_timeout_s)
+        if job.task == "score" or call.route not in routes.served:  # vLLM's own answer (or its 404)
+            answer = await deadline.wait(routes.json_answer(call.route, call.body))
+        else:
+            answer = await deadline.wait(encode_on_engine(engine, job, f"{job_id}-{uuid.uuid4().hex[:8]}"))
         if isinstance(answer, dict):
             return pooling_result(job, answer, clock)
         log.info("pooling job %s failed: %s %s", job_id, answer.error.code, answer.error.type)
         raise pooling_error(call, answer.error.code, answer.error.message, routes.served)
 
     def _unexpected(self, job_id: str, error: Exception) -> JobError:
-        from worker.vllm_api import EngineDeadError
-
         if isinstance(error, EngineDeadError) or (self.engine.engine is not None and self.engine.engine.errored):
             self.engine.report_dead()
             return JobError(

@@ -1,0 +1,48 @@
+"""JOB_TIMEOUT_S, the one deadline of every request (native, pooling, route): an await or a stream bounded by
+it, and the one error it ends with. Bounding each await (not a timer around the whole job) means the deadline
+never fires inside a caller's code between two items, and an abandoned stream is closed by its caller's
+`aclosing`, which aborts the engine request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from worker.requests.errors import JobError
+
+T = TypeVar("T")
+
+
+class Deadline:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.at = asyncio.get_running_loop().time() + timeout_s
+
+    def error(self) -> JobError:
+        return JobError(
+            "timeout",
+            f"the request ran longer than JOB_TIMEOUT_S={self.timeout_s:g} s and was aborted",
+            "Ask for less (fewer tokens with max_tokens, fewer texts), or raise JOB_TIMEOUT_S on the endpoint.",
+        )
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """`awaitable`'s result, or the timeout JobError once the deadline has passed."""
+        try:
+            async with asyncio.timeout_at(self.at):
+                return await awaitable
+        except TimeoutError:
+            raise self.error() from None
+
+    async def each(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """`items`, ending in the timeout JobError once the deadline has passed."""
+        iterator = aiter(items)
+        while True:
+            try:
+                async with asyncio.timeout_at(self.at):
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise self.error() from None
+            yield item
