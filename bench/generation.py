@@ -37,6 +37,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from bench.common import JobTiming, job_input, percentile, straight_on_vllm
 from config.settings import load_settings
 
 
@@ -51,21 +52,8 @@ class LoadResult:
     tokens_per_s_per_stream: float
     tokens_per_s_aggregate: float
     chunks_per_job: float
+    decode_s_mean: float  # first token to last, per stream: what bounds its chunk count
     wall_s: float
-
-
-@dataclass
-class JobTiming:
-    ttft_s: float
-    tokens: int
-    decode_s: float
-    chunks: int
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def summarize(path: str, tp: int, concurrency: int, timings: list[JobTiming], wall_s: float) -> LoadResult:
@@ -80,16 +68,9 @@ def summarize(path: str, tp: int, concurrency: int, timings: list[JobTiming], wa
         tokens_per_s_per_stream=round(statistics.mean(per_stream), 1) if per_stream else 0.0,
         tokens_per_s_aggregate=round(sum(t.tokens for t in timings) / wall_s, 1),
         chunks_per_job=round(statistics.mean(t.chunks for t in timings), 1),
+        decode_s_mean=round(statistics.mean(t.decode_s for t in timings), 3),
         wall_s=round(wall_s, 2),
     )
-
-
-def job_input(i: int, max_tokens: int) -> dict:
-    return {
-        "prompt": f"Benchmark request {i}: explain tensor parallelism.",
-        "sampling_params": {"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True},
-        "stream": True,
-    }
 
 
 async def through_worker(handler, i: int, max_tokens: int) -> JobTiming:
@@ -106,31 +87,6 @@ async def through_worker(handler, i: int, max_tokens: int) -> JobTiming:
         last = now
         if "usage" in chunk:
             tokens = chunk["usage"]["completion_tokens"]
-    return JobTiming(first - started, tokens, last - first, chunks)
-
-
-async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTiming:
-    from worker.jobs.request import engine_prompt
-    from worker.vllm_api import RequestOutputKind, SamplingParams
-
-    started = time.perf_counter()
-    request = job_input(i, max_tokens)
-    # The same work the worker does before generate (tokenize), so the comparison is like for like.
-    prompt_ids = tokenizer.encode(request["prompt"])
-    params = SamplingParams(**request["sampling_params"], output_kind=RequestOutputKind.DELTA)
-    first = last = None
-    chunks = tokens = 0
-    first_output = None
-    async for output in engine.generate(engine_prompt(engine, prompt_ids), params, request_id=uuid.uuid4().hex):
-        now = time.perf_counter()
-        first_output = first_output or now
-        # Time to first *text*, as for the worker: a token that ends inside a UTF-8 character has none.
-        if first is None and output.outputs[0].text:
-            first = now
-        last = now
-        chunks += 1
-        tokens += len(output.outputs[0].token_ids)
-    first = first or first_output  # no text at all (a short run of a random model): its first output
     return JobTiming(first - started, tokens, last - first, chunks)
 
 

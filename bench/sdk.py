@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.generation import job_input, percentile, straight_on_vllm
+from bench.common import job_input, percentile, straight_on_vllm
 from config.settings import load_settings
 
 STAGES = ("take", "start", "build", "engine", "post")

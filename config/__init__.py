@@ -1,3 +1,5 @@
+"""The worker's configuration: settings from env vars, their errors, secrets, and the official worker's names."""
+
 from config.errors import SettingsError
 from config.settings import WorkerSettings, load_settings
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The exit code of a worker that refuses to start on a bad configuration.
+BAD_CONFIG_EXIT = 2
+
 
 class SettingsError(Exception):
     """Bad configuration: the message names each env var, its value and what is allowed."""

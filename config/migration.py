@@ -1,7 +1,7 @@
 """The env vars and job fields of RunPod's official vLLM worker (runpod-workers/worker-vllm), and what each is here.
 
 One table, `MIGRATION`; the README's "Coming from runpod-workers/worker-vllm" section is generated from it
-(scripts/settings_table.py) and tests/test_migration.py tests every row. Each name is one of:
+(scripts/settings_table.py) and tests/config/test_migration.py tests every row. Each name is one of:
 
 - same     the same name and meaning here: a setting, or an engine argument env var (worker/startup/engine_args.py);
 - alias    read as the setting or engine argument it names (giving both is an error naming both);

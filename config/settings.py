@@ -1,4 +1,4 @@
-"""The worker's env-configured settings: the one place environment variables are read.
+"""The worker's env-configured settings: the one place the worker's own environment variables are read.
 
 Every user-facing knob is a field here; `.runpod/hub.json` offers the same names and defaults
 (tests/test_deploy.py keeps the two in step). A bad value stops start-up with one message that

@@ -1,11 +1,11 @@
-"""Print the README's generated tables, or rewrite them in place: the settings table (env var, default,
+"""Print the docs' generated tables, or rewrite them in place: the settings table (env var, default,
 meaning) from WorkerSettings, and the migration table (the official worker's env vars and job fields, and
 what each becomes here) from config/migration.py.
 
     .venv/bin/python scripts/settings_table.py           # print the tables
-    .venv/bin/python scripts/settings_table.py --write   # replace them in README.md between their markers
+    .venv/bin/python scripts/settings_table.py --write   # replace them in docs/settings.md and docs/migration.md between their markers
 
-tests/test_deploy.py fails when the README's tables differ from this output.
+tests/test_deploy.py fails when the pages' tables differ from this output.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ sys.path.insert(0, str(ROOT))
 
 from config.migration import MIGRATION  # noqa: E402
 from config.settings import WorkerSettings  # noqa: E402
-from scripts.readme_block import replace_block  # noqa: E402
+from scripts.docs_block import replace_block  # noqa: E402
 from worker.jobs.official_fields import OFFICIAL_JOB_FIELDS, SAME_JOB_FIELDS  # noqa: E402
 
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+MIGRATION_PAGE = ROOT / "docs" / "migration.md"
 START = "<!-- settings-table:start -->"
 END = "<!-- settings-table:end -->"
 MIGRATION_START = "<!-- migration-table:start -->"
@@ -69,8 +71,8 @@ def render_migration_table() -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
-        readme = ROOT / "README.md"
-        text = replace_block(readme.read_text(), START, END, render_table())
-        readme.write_text(replace_block(text, MIGRATION_START, MIGRATION_END, render_migration_table()))
+        for page, start, end, table in ((SETTINGS_PAGE, START, END, render_table()),
+                                        (MIGRATION_PAGE, MIGRATION_START, MIGRATION_END, render_migration_table())):
+            page.write_text(replace_block(page.read_text(), start, end, table))
     else:
         print(render_table(), render_migration_table(), sep="\n\n")

@@ -1,21 +1,20 @@
 """The deployment files agree with the code: vLLM pins, .runpod/hub.json and tests.json against
-WorkerSettings, the README's settings table, and the Dockerfile's promises (no secrets, handler.py)."""
+WorkerSettings, the docs' settings table, and the Dockerfile's promises (no secrets, handler.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 from packaging.version import Version
 
 from config.migration import MIGRATION
 from config.settings import WorkerSettings, load_settings
+from tests.helpers import ROOT
 from worker.jobs.official_fields import OFFICIAL_JOB_FIELDS
 
-ROOT = Path(__file__).resolve().parents[1]
 HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())
 TESTS = json.loads((ROOT / ".runpod" / "tests.json").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -190,7 +189,7 @@ def test_tests_json_shape(clean_env):
     load_settings()
 
 
-# --- README ---------------------------------------------------------------------------------------
+# --- the docs ---------------------------------------------------------------------------------------
 
 
 def _settings_table_module():
@@ -202,28 +201,27 @@ def _settings_table_module():
 
 def test_readme_settings_table_is_generated_from_the_settings():
     table = _settings_table_module()
-    readme = (ROOT / "README.md").read_text()
-    assert table.START in readme and table.END in readme, "README.md lacks the settings table markers"
+    readme = table.SETTINGS_PAGE.read_text()
+    assert table.START in readme and table.END in readme, "docs/settings.md lacks the settings table markers"
     current = readme.split(table.START, 1)[1].split(table.END, 1)[0].strip()
-    assert current == table.render_table(), "README settings table is stale: run .venv/bin/python scripts/settings_table.py --write"
+    assert current == table.render_table(), "docs/settings.md table is stale: run .venv/bin/python scripts/settings_table.py --write"
     for name in ENV_NAMES:
         assert f"| `{name}` |" in current
 
 
 def test_readme_documents_the_request_routes():
-    readme = (ROOT / "README.md").read_text()
-    deploy = readme.split("<!-- deploy:start -->", 1)[1].split("<!-- deploy:end -->", 1)[0]
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
     for needle in ["/runsync", "/run", "/stream", "/openai/v1", *OPENAI_ROUTES, "--secret id=hf_token"]:
-        assert needle in deploy, f"README deploy section does not mention {needle}"
+        assert needle in deploy, f"docs/deploy.md does not mention {needle}"
 
 
 def test_readme_migration_table_is_generated_from_config_migration():
     table = _settings_table_module()
-    readme = (ROOT / "README.md").read_text()
-    assert table.MIGRATION_START in readme and table.MIGRATION_END in readme, "README.md lacks the migration table"
+    readme = table.MIGRATION_PAGE.read_text()
+    assert table.MIGRATION_START in readme and table.MIGRATION_END in readme, "docs/migration.md lacks the migration table"
     current = readme.split(table.MIGRATION_START, 1)[1].split(table.MIGRATION_END, 1)[0].strip()
     assert current == table.render_migration_table(), (
-        "README migration table is stale: run .venv/bin/python scripts/settings_table.py --write"
+        "docs/migration.md table is stale: run .venv/bin/python scripts/settings_table.py --write"
     )
     for name in MIGRATION:
         assert f"| env `{name}` |" in current

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from config.settings import (
@@ -25,7 +26,7 @@ from config.settings import (
 from worker.model_files.config_json import ModelConfigError, read_model_config
 from worker.parallel import topology
 from worker.parallel.gpus import GpuInventory, visible_gpus
-from worker.parallel.layout import ParallelismError, choose_parallelism, layout_problem
+from worker.parallel.layout import ParallelismError, ParallelPlan, choose_parallelism, layout_problem
 from worker.parallel.memory import (
     EIGHT_BIT_DTYPES,
     GB,
@@ -117,36 +118,62 @@ def pod_gpus(args: argparse.Namespace) -> GpuInventory:
     return GpuInventory(count, (memory,) * count, tuple(names), links, source="cli")
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What every part of the report reads: the CLI's arguments and what follows from them."""
+
+    args: argparse.Namespace
+    shape: ModelShape
+    precision: Precision
+    gpus: GpuInventory
+    max_len: int
+    valid: list[int]
+    lora: tuple[int, int]  # (adapter slots, rank), (0, 0) without LoRA
+
+    @property
+    def memory(self) -> int:
+        return self.gpus.min_memory_bytes or 0
+
+    @property
+    def show_eight_bit(self) -> bool:
+        return self.precision.weight_bytes > 1
+
+
 def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[str, bool]:
     """The plan as text, and whether a configuration fits."""
     shape = ModelShape.from_config(config)
-    precision = resolve_precision(config, args.dtype, args.quantization, args.kv_cache_dtype)
-    eight_bit = Precision("fp8", 1, precision.activation_bytes, precision.kv_bytes)
-    show_eight_bit = precision.weight_bytes > 1
-    max_len = default_max_model_len(shape, args.max_model_len)
-    pp = args.pipeline_parallel_size
-    valid = valid_tp_sizes(config)
-    memory = gpus.min_memory_bytes or 0
-    usable = int(memory * args.gpu_memory_utilization) - RUNTIME_RESERVE_BYTES
     lora = (args.max_loras, args.max_lora_rank) if args.max_loras > 0 else (0, 0)
+    inputs = _Inputs(args, shape, resolve_precision(config, args.dtype, args.quantization, args.kv_cache_dtype), gpus,
+                     default_max_model_len(shape, args.max_model_len), valid_tp_sizes(config), lora)
     try:
-        plan = choose_parallelism(
-            model_name=args.model,
-            model_config=config,
-            requested_tp=args.tensor_parallel_size,
-            pipeline_parallel_size=pp,
-            gpus=gpus,
-            precision=precision,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            nodes=args.nodes,
-            lora=lora,
-        )
-        chosen, failure = plan.tensor_parallel_size, None
+        plan, failure = _choose(inputs, config), None
     except ParallelismError as error:
-        plan, chosen, failure = None, None, str(error)
+        plan, failure = None, str(error)
+    chosen = plan.tensor_parallel_size if plan is not None else None
+    out = [*_summary(inputs), "", *_table(inputs, chosen), "", *_conclusion(inputs, plan, failure)]
+    return "\n".join(out), plan is not None
 
-    out = [
+
+def _choose(inputs: _Inputs, config: dict) -> ParallelPlan:
+    args = inputs.args
+    return choose_parallelism(
+        model_name=args.model,
+        model_config=config,
+        requested_tp=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        gpus=inputs.gpus,
+        precision=inputs.precision,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        nodes=args.nodes,
+        lora=inputs.lora,
+    )
+
+
+def _summary(inputs: _Inputs) -> list[str]:
+    args, shape, precision, gpus, lora = inputs.args, inputs.shape, inputs.precision, inputs.gpus, inputs.lora
+    usable = int(inputs.memory * args.gpu_memory_utilization) - RUNTIME_RESERVE_BYTES
+    return [
         f"Model      {args.model}: {parameter_count(shape) / 1e9:.2f} B parameters, {shape.num_layers} layers, "
         f"{shape.describe()}, head dim {shape.head_dim}",
         f"Precision  {precision.name}: weights {format_bytes(weight_bytes(shape, precision))} in total; KV cache "
@@ -155,58 +182,66 @@ def render(args: argparse.Namespace, config: dict, gpus: GpuInventory) -> tuple[
         f"{gpus.describe()}; GPU_MEMORY_UTILIZATION {args.gpu_memory_utilization:.2f} -> "
         f"{format_bytes(usable)} per GPU for weights + KV cache ({format_bytes(RUNTIME_RESERVE_BYTES)} kept for "
         "activations)",
-        f"Context    MAX_MODEL_LEN {max_len:,} tokens; "
+        f"Context    MAX_MODEL_LEN {inputs.max_len:,} tokens; "
         + (f"PIPELINE_PARALLEL_SIZE = {args.nodes} x {gpus.count} GPUs / TP" if args.nodes > 1
-           else f"PIPELINE_PARALLEL_SIZE {pp}")
+           else f"PIPELINE_PARALLEL_SIZE {args.pipeline_parallel_size}")
         + (f"; LoRA {lora[0]} adapter slot(s) of rank {lora[1]}" if lora[0] else ""),
-        f"Valid TENSOR_PARALLEL_SIZE: {', '.join(map(str, valid))}",
-        "",
+        f"Valid TENSOR_PARALLEL_SIZE: {', '.join(map(str, inputs.valid))}",
     ]
-    header = f"{'TP':>4}" + (f" {'PP':>4}" if args.nodes > 1 else "") + f" {'GPUs':>5} {'weights/GPU':>12}"
-    header += f" {'8-bit/GPU':>10}" if show_eight_bit else ""
+
+
+def _table(inputs: _Inputs, chosen: int | None) -> list[str]:
+    """One row per valid TP size: memory per GPU and whether it fits (the planner's own fit rule)."""
+    args, lora, nodes = inputs.args, inputs.lora, inputs.args.nodes
+    header = f"{'TP':>4}" + (f" {'PP':>4}" if nodes > 1 else "") + f" {'GPUs':>5} {'weights/GPU':>12}"
+    header += f" {'8-bit/GPU':>10}" if inputs.show_eight_bit else ""
     header += f" {'LoRA/GPU':>9}" if lora[0] else ""
-    header += f" {'KV/token/GPU':>13} {'KV tokens':>12}  fits"
-    out.append(header)
-    for tp in valid:
-        if args.nodes > 1:  # across nodes the pipeline size follows from TP: TP x PP = all the cluster's GPUs
-            if tp > gpus.count:
+    rows = [header + f" {'KV/token/GPU':>13} {'KV tokens':>12}  fits"]
+    eight_bit = Precision("fp8", 1, inputs.precision.activation_bytes, inputs.precision.kv_bytes)
+    for tp in inputs.valid:
+        pp = args.pipeline_parallel_size
+        if nodes > 1:  # across nodes the pipeline size follows from TP: TP x PP = all the cluster's GPUs
+            if tp > inputs.gpus.count:
                 continue  # tensor parallelism stays inside a node
-            pp = args.nodes * gpus.count // tp
-        row = plan_memory(shape, precision, tp=tp, pp=pp, gpu_memory_bytes=memory,
-                          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=max_len,
+            pp = nodes * inputs.gpus.count // tp
+        row = plan_memory(inputs.shape, inputs.precision, tp=tp, pp=pp, gpu_memory_bytes=inputs.memory,
+                          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=inputs.max_len,
                           max_loras=lora[0], max_lora_rank=lora[1])
-        problem = layout_problem(tp, pp, gpus.count, row, args.nodes)
-        verdict = "yes" if problem is None else f"no: {problem}"
-        if tp == chosen:
-            verdict += "   <- recommended"
-        line = f"{tp:>4}" + (f" {pp:>4}" if args.nodes > 1 else "") + f" {tp * pp:>5} "
+        problem = layout_problem(tp, pp, inputs.gpus.count, row, nodes)
+        verdict = ("yes" if problem is None else f"no: {problem}") + ("   <- recommended" if tp == chosen else "")
+        line = f"{tp:>4}" + (f" {pp:>4}" if nodes > 1 else "") + f" {tp * pp:>5} "
         line += f"{format_bytes(row.weight_bytes_per_gpu):>12}"
-        if show_eight_bit:
-            line += f" {format_bytes(weight_bytes(shape, eight_bit, tp, pp)):>10}"
+        if inputs.show_eight_bit:
+            line += f" {format_bytes(weight_bytes(inputs.shape, eight_bit, tp, pp)):>10}"
         if lora[0]:
             line += f" {format_bytes(row.lora_bytes_per_gpu):>9}"
-        line += f" {format_bytes(row.kv_bytes_per_token):>13} {row.kv_tokens:>12,}  {verdict}"
-        out.append(line)
-    out.append("")
+        rows.append(line + f" {format_bytes(row.kv_bytes_per_token):>13} {row.kv_tokens:>12,}  {verdict}")
+    return rows
+
+
+def _conclusion(inputs: _Inputs, plan: ParallelPlan | None, failure: str | None) -> list[str]:
+    args, gpus = inputs.args, inputs.gpus
+    out = []
     if plan is not None:
         recommended = f"TENSOR_PARALLEL_SIZE={plan.tensor_parallel_size}"
         if args.nodes > 1:
             recommended += f" x PIPELINE_PARALLEL_SIZE={plan.pipeline_parallel_size}"
         out.append(f"Recommended: {recommended}  ({plan.summary})")
-        for warning in plan.warnings:
-            out.append(f"Warning: {warning}")
+        out += [f"Warning: {warning}" for warning in plan.warnings]
     else:
         out.append(f"No configuration fits:\n{failure}")
     if gpus.count > 1 and args.nodes == 1:
-        group = list(range(chosen or min(gpus.count, max(t for t in valid if t * pp <= gpus.count))))
+        pp = args.pipeline_parallel_size
+        chosen = plan.tensor_parallel_size if plan is not None else None
+        group = list(range(chosen or min(gpus.count, max(t for t in inputs.valid if t * pp <= gpus.count))))
         out.append(f"Interconnect: {topology.describe_links(gpus.links, group)}")
-    if show_eight_bit:
+    if inputs.show_eight_bit:
         out.append(
             "8-bit/GPU: weights with QUANTIZATION=fp8 (linear layers at 1 byte; embeddings and norms stay 16-bit). "
             "Published per-GPU figures too small for 16-bit weights (the guide's 70B table: TP2 ~38, TP4 ~20, "
             "TP8 ~12 GB) are 8-bit weights plus ~2-3 GB of runtime memory."
         )
-    return "\n".join(out), plan is not None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Everything the worker takes from vLLM, in one place: a vLLM upgrade has one module to check.
 
-Worker code imports vLLM only through here (tests/test_layout.py keeps it so). Names vLLM exports at its
+Worker code imports vLLM only through here (tests/test_structure.py keeps it so). Names vLLM exports at its
 top level are its public API; the rest are internals of vLLM 0.32 (`vllm serve`'s own building blocks)
 that the worker relies on to answer routes exactly as `vllm serve` does.
 """

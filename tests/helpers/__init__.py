@@ -69,7 +69,7 @@ QUANTIZED_VALID_SIZES = {
 
 
 class FatalRecorder:
-    """Stands in for process exit inside the test process (tests/test_platform.py checks the real exit)."""
+    """Stands in for process exit inside the test process (tests/transports/queue/test_platform.py checks the real exit)."""
 
     def __init__(self) -> None:
         self.reasons: list[str] = []

@@ -1,4 +1,4 @@
-"""Two "nodes" of a cluster as two `python handler.py` processes on 127.0.0.1 (tests/test_cluster.py)."""
+"""Two "nodes" of a cluster as two `python handler.py` processes on 127.0.0.1 (tests/startup/test_cluster.py)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from config.settings import WorkerSettings
@@ -203,17 +203,3 @@ class JobHandler:
             )
         log.exception("job %s failed unexpectedly", job_id)
         return JobError("internal_error", f"{type(error).__name__}: {error}", "Retry; if it repeats, report it with the worker log.")
-
-
-def collect_stream(handler: Callable[[dict[str, Any]], AsyncIterator[Any]]):
-    """A non-generator view of the handler for the SDK's local test mode, which runs handlers with
-    `run_job` and would otherwise print a generator object: one result, or the list of stream chunks."""
-
-    async def run_to_end(job: dict[str, Any]) -> Any:
-        chunks = [chunk async for chunk in handler(job)]
-        errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
-        if errors:
-            return errors[-1]
-        return chunks[0] if len(chunks) == 1 else chunks
-
-    return run_to_end

@@ -137,24 +137,7 @@ async def stream_chunks(
             prompt_tokens = len(output.prompt_token_ids or ())
             prompt_entries = prompt_logprobs(output, top_prompt_logprobs)
         clock.last_token = now
-        waiting_chars = 0
-        newly_finished = False
-        for completion in output.outputs:
-            choice = choices.get(completion.index)
-            if choice is None:
-                choice = choices[completion.index] = _Choice()
-            if completion.text:
-                choice.pending.append(completion.text)
-                choice.pending_chars += len(completion.text)
-            if top_logprobs is not None and completion.logprobs is not None:
-                entries = token_logprobs(completion.token_ids, completion.logprobs, top_logprobs)
-                choice.logprobs = (choice.logprobs or []) + entries
-            choice.completion_tokens += len(completion.token_ids)
-            if completion.finish_reason is not None:
-                choice.finish_reason = completion.finish_reason
-                choice.stop_reason = completion.stop_reason
-                newly_finished = True
-            waiting_chars += choice.pending_chars
+        waiting_chars, newly_finished = _take(choices, output, top_logprobs)
         if output.finished:
             break
         if (
@@ -177,6 +160,30 @@ async def stream_chunks(
     final["usage"] = usage(prompt_tokens, completion_tokens)
     final["metrics"] = job_metrics(clock, completion_tokens, last)
     yield final
+
+
+def _take(choices: dict[int, _Choice], output: RequestOutput, top_logprobs: int | None) -> tuple[int, bool]:
+    """One output's deltas added to their choices: (the characters now waiting to be sent, whether a choice
+    finished with it)."""
+    waiting_chars = 0
+    newly_finished = False
+    for completion in output.outputs:
+        choice = choices.get(completion.index)
+        if choice is None:
+            choice = choices[completion.index] = _Choice()
+        if completion.text:
+            choice.pending.append(completion.text)
+            choice.pending_chars += len(completion.text)
+        if top_logprobs is not None and completion.logprobs is not None:
+            entries = token_logprobs(completion.token_ids, completion.logprobs, top_logprobs)
+            choice.logprobs = (choice.logprobs or []) + entries
+        choice.completion_tokens += len(completion.token_ids)
+        if completion.finish_reason is not None:
+            choice.finish_reason = completion.finish_reason
+            choice.stop_reason = completion.stop_reason
+            newly_finished = True
+        waiting_chars += choice.pending_chars
+    return waiting_chars, newly_finished
 
 
 def _drain(choices: dict[int, _Choice], final: bool = False) -> dict[str, Any]:

@@ -1,16 +1,15 @@
-"""Images in requests: vLLM's media fetching made to obey the worker's URL policy, and native content parts.
+"""Images in requests: vLLM's media fetching made to obey the worker's URL policy.
 
 vLLM's chat parsing (OpenAI routes, and native jobs with image parts) loads every media URL through a
-MediaConnector chosen by VLLM_MEDIA_CONNECTOR. `install_media_policy` registers PolicyMediaConnector and selects
-it, so vLLM's own fetching goes through worker/media/url_policy.py: one policy for both APIs. Native jobs
-fetch their image parts first (so an error names the part, e.g. input.messages[0].content[1]) and hand vLLM
+MediaConnector chosen by VLLM_MEDIA_CONNECTOR. `install_media_policy` registers PolicyMediaConnector (start-up
+selects it), so vLLM's own fetching goes through worker/media/url_policy.py: one policy for both APIs. Native jobs
+fetch their image parts first (worker/jobs/content_parts.py, so an error names the part) and hand vLLM
 data: URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from config.settings import WorkerSettings
@@ -28,11 +27,11 @@ _policy: FetchPolicy | None = None
 
 
 def install_media_policy(settings: WorkerSettings) -> FetchPolicy:
-    """Make vLLM fetch media URLs through our policy (call before the engine and its chat parsing start)."""
+    """Register our policy's media connector with vLLM (before the engine and its chat parsing start); vLLM uses
+    it once VLLM_MEDIA_CONNECTOR names it (worker/startup/prepare.py sets it)."""
     global _policy
     _policy = FetchPolicy.from_settings(settings)
     MEDIA_CONNECTOR_REGISTRY.register(CONNECTOR_NAME)(PolicyMediaConnector)
-    os.environ["VLLM_MEDIA_CONNECTOR"] = CONNECTOR_NAME  # read by vLLM's chat parser for each request
     return _policy
 
 

@@ -3,5 +3,5 @@ which GPUs the pod has and how they are linked (gpus, topology), and the one dec
 nothing fits (layout).
 
 Boundary: pure planning, no torch and no vLLM, so `python -m worker.plan` runs on a laptop and the plan is
-made before vLLM touches a GPU (tests/test_layout.py keeps it so).
+made before vLLM touches a GPU (tests/test_structure.py keeps it so).
 """

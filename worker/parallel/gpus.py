@@ -7,10 +7,10 @@ which matters: vLLM must be the first to touch CUDA in this process. No torch or
 from __future__ import annotations
 
 import glob
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.environment import cuda_visible_devices
 from worker.parallel import topology
 from worker.parallel.memory import format_bytes
 
@@ -65,7 +65,7 @@ def visible_gpus() -> GpuInventory:
 
 
 def _nvml_inventory(pynvml: Any) -> GpuInventory:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = cuda_visible_devices()
     if visible and visible.strip().startswith("MIG-"):
         # A MIG slice: NVML resolves its UUID to a handle with the slice's own memory (CUDA shows one slice).
         handle = pynvml.nvmlDeviceGetHandleByUUID(visible.split(",")[0].strip())

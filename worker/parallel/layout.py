@@ -66,7 +66,7 @@ def layout_problem(tp: int, pp: int, gpu_count: int, row: MemoryRow | None, node
     that the start-up decision enforces and the plan CLI shows for every valid size."""
     if nodes > 1:
         if gpu_count % tp:
-            return f"TP {tp} does not divide a node's {gpu_count} GPUs (TP stays inside a node)"
+            return f"TP {tp} does not divide the {gpu_count} GPUs of a node (TP stays inside a node)"
         if tp * pp != nodes * gpu_count:
             return f"TP x PP must equal the cluster's {nodes * gpu_count} GPUs"
         return row.problem() if row is not None and not row.fits else None
@@ -226,8 +226,7 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
         problem = tp_problem(ctx.shape, tp)
         if problem is None and pp > 1 and tp * pp != count:
             raise ParallelismError(_pipeline_error(ctx, tp, auto=False))
-        if problem is None and tp * pp > count:
-            problem = f"TP {tp} x PIPELINE_PARALLEL_SIZE {pp} needs {tp * pp} GPUs"
+        problem = problem or layout_problem(tp, pp, count, None)
         if problem:
             raise ParallelismError(
                 f"TENSOR_PARALLEL_SIZE={tp} does not work for {ctx.describe_model()} on this pod: {problem}. "
@@ -236,12 +235,18 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
             )
         head, why = f"TENSOR_PARALLEL_SIZE={tp} (set)", "valid for the model and the GPUs"
 
-    warnings: list[str] = []
     row = ctx.memory(tp)
-    if row is None:
-        warnings.append(f"GPU memory unknown ({ctx.gpus.source}): memory plan skipped, vLLM will check it.")
-    elif not row.fits:
+    if row is not None and not row.fits:
         raise ParallelismError(_memory_error(ctx, row, budget))
+    summary = f"{head}, PIPELINE_PARALLEL_SIZE={pp}: {why}; valid sizes {ctx.sizes()}; {ctx.gpus.describe()}"
+    if row is None and ctx.shape.encoder_only:
+        summary += "; encoder-only model: no KV cache"
+    return ParallelPlan(tp, pp, summary + _memory_summary(ctx, row), _gpu_warnings(ctx, tp, row), row, tuple(ctx.valid))
+
+
+def _gpu_warnings(ctx: _Context, tp: int, row: MemoryRow | None) -> list[str]:
+    count, pp = ctx.gpus.count, ctx.pp
+    warnings = [] if row is not None else [_UNKNOWN_MEMORY.format(source=ctx.gpus.source)]
     finer_scales = finer_scale_warning(ctx.shape, tp)
     if finer_scales:
         warnings.append(finer_scales)
@@ -257,17 +262,19 @@ def _plan_gpus(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
             warnings.append(pcie)
         elif ctx.gpus.links is None and ctx.gpus.source == "nvml":
             warnings.append("GPU interconnect unknown (topology not readable): cannot check for NVLink.")
+    return warnings
 
-    summary = f"{head}, PIPELINE_PARALLEL_SIZE={pp}: {why}; valid sizes {ctx.sizes()}; {ctx.gpus.describe()}"
-    if row is not None:
-        summary += (
-            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, {row.describe_kv_cache()}"
-        )
-        if row.lora_bytes_per_gpu:
-            summary += f"; LoRA {ctx.lora[0]} x rank {ctx.lora[1]} {format_bytes(row.lora_bytes_per_gpu)}/GPU"
-    elif ctx.shape.encoder_only:
-        summary += "; encoder-only model: no KV cache"
-    return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
+
+_UNKNOWN_MEMORY = "GPU memory unknown ({source}): memory plan skipped, vLLM will check it."
+
+
+def _memory_summary(ctx: _Context, row: MemoryRow | None) -> str:
+    if row is None:
+        return ""
+    summary = f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, {row.describe_kv_cache()}"
+    if row.lora_bytes_per_gpu:
+        summary += f"; LoRA {ctx.lora[0]} x rank {ctx.lora[1]} {format_bytes(row.lora_bytes_per_gpu)}/GPU"
+    return summary
 
 
 def cluster_layouts(shape: ModelShape, valid: list[int], gpus_per_node: int, nodes: int) -> list[tuple[int, int]]:
@@ -283,32 +290,40 @@ def cluster_layouts(shape: ModelShape, valid: list[int], gpus_per_node: int, nod
 
 def _plan_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     """One engine across `ctx.nodes` nodes: TP inside a node, PP across nodes (TP x PP = all their GPUs)."""
+    if ctx.gpus.count == 0:
+        return _plan_cpu_cluster(ctx, requested_tp)
+    return _plan_gpu_cluster(ctx, requested_tp)
+
+
+def _plan_cpu_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
+    """vLLM's CPU backend across nodes: each node runs TP CPU processes per pipeline stage it holds."""
+    nodes, where = ctx.nodes, f"{ctx.nodes} nodes x {ctx.gpus.describe()}"
+    tp = 1 if requested_tp == "auto" else int(requested_tp)
+    pp = ctx.pp if ctx.pp > 1 else nodes
+    problem = tp_problem(ctx.shape, tp)
+    if problem is None and pp % nodes:
+        problem = f"PIPELINE_PARALLEL_SIZE={pp} does not split into {nodes} nodes"
+    if problem is None and pp > ctx.shape.num_layers:
+        problem = f"{pp} pipeline stages exceed the model's {ctx.shape.num_layers} layers"
+    if problem:
+        raise ParallelismError(
+            f"TENSOR_PARALLEL_SIZE={requested_tp} x PIPELINE_PARALLEL_SIZE={ctx.pp} does not work for "
+            f"{ctx.describe_model()} on {where}: {problem}. Valid layouts: TENSOR_PARALLEL_SIZE=<one of "
+            f"{ctx.sizes()}> x PIPELINE_PARALLEL_SIZE={nodes} (one stage per node)."
+        )
+    summary = (
+        f"cluster of {where}: TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}, "
+        f"{tp * pp // nodes} CPU process(es) per node"
+    )
+    return ParallelPlan(tp, pp, summary, valid_sizes=tuple(ctx.valid))
+
+
+def _plan_gpu_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
     nodes, per_node = ctx.nodes, ctx.gpus.count
     where = f"{nodes} nodes x {ctx.gpus.describe()}"
-    if per_node == 0:
-        # vLLM's CPU backend: each node runs TP CPU processes per pipeline stage it holds.
-        tp = 1 if requested_tp == "auto" else int(requested_tp)
-        pp = ctx.pp if ctx.pp > 1 else nodes
-        problem = tp_problem(ctx.shape, tp)
-        if problem is None and pp % nodes:
-            problem = f"PIPELINE_PARALLEL_SIZE={pp} does not split into {nodes} nodes"
-        if problem is None and pp > ctx.shape.num_layers:
-            problem = f"{pp} pipeline stages exceed the model's {ctx.shape.num_layers} layers"
-        if problem:
-            raise ParallelismError(
-                f"TENSOR_PARALLEL_SIZE={requested_tp} x PIPELINE_PARALLEL_SIZE={ctx.pp} does not work for "
-                f"{ctx.describe_model()} on {where}: {problem}. Valid layouts: TENSOR_PARALLEL_SIZE=<one of "
-                f"{ctx.sizes()}> x PIPELINE_PARALLEL_SIZE={nodes} (one stage per node)."
-            )
-        summary = (
-            f"cluster of {where}: TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}, "
-            f"{tp * pp // nodes} CPU process(es) per node"
-        )
-        return ParallelPlan(tp, pp, summary, valid_sizes=tuple(ctx.valid))
-
     layouts = cluster_layouts(ctx.shape, ctx.valid, per_node, nodes)
     rows = {tp: ctx.memory(tp, pp) for tp, pp in layouts}
-    fitting = [(tp, pp) for tp, pp in layouts if rows[tp] is None or rows[tp].fits]
+    fitting = [(tp, pp) for tp, pp in layouts if layout_problem(tp, pp, per_node, rows[tp], nodes) is None]
 
     def named(options: list[tuple[int, int]]) -> str:
         return ", ".join(f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp}" for tp, pp in options) or "none"
@@ -335,33 +350,23 @@ def _plan_cluster(ctx: _Context, requested_tp: int | str) -> ParallelPlan:
         tp = int(requested_tp)
         setting = f"TENSOR_PARALLEL_SIZE={tp}" + (f" x PIPELINE_PARALLEL_SIZE={requested_pp}" if requested_pp else "")
         pp = nodes * per_node // tp
-        problem = tp_problem(ctx.shape, tp)
-        if problem is None and per_node % tp:
-            problem = f"TP {tp} does not divide the {per_node} GPUs of a node"
-        if problem is None and requested_pp not in (None, pp):
-            problem = f"TP {tp} x PP {requested_pp} = {tp * requested_pp} GPUs"
-        if problem is None and pp > ctx.shape.num_layers:
-            problem = f"{pp} pipeline stages exceed the model's {ctx.shape.num_layers} layers"
-        if problem is None and rows.get(tp) is not None and not rows[tp].fits:
-            problem = rows[tp].problem()
+        problem = (
+            tp_problem(ctx.shape, tp)
+            or (f"TP {tp} x PP {requested_pp} = {tp * requested_pp} GPUs" if requested_pp not in (None, pp) else None)
+            or layout_problem(tp, pp, per_node, rows.get(tp), nodes)
+            or (f"{pp} pipeline stages exceed the model's {ctx.shape.num_layers} layers" if pp > ctx.shape.num_layers
+                else None)
+        )
         if problem:
             raise refuse(setting, problem)
         head = f"TENSOR_PARALLEL_SIZE={tp} (set)"
     row = rows.get(tp)
-    warnings = [] if row is not None else [
-        f"GPU memory unknown ({ctx.gpus.source}): memory plan skipped, vLLM will check it."
-    ]
+    warnings = [] if row is not None else [_UNKNOWN_MEMORY.format(source=ctx.gpus.source)]
     summary = (
         f"cluster of {where}: {head}, PIPELINE_PARALLEL_SIZE={pp} ({pp // nodes} stage(s) per node); "
         f"valid layouts {named(layouts)}"
     )
-    if row is not None:
-        summary += (
-            f"; {ctx.precision.name} weights {format_bytes(row.weight_bytes_per_gpu)}/GPU, {row.describe_kv_cache()}"
-        )
-        if row.lora_bytes_per_gpu:
-            summary += f"; LoRA {ctx.lora[0]} x rank {ctx.lora[1]} {format_bytes(row.lora_bytes_per_gpu)}/GPU"
-    return ParallelPlan(tp, pp, summary, warnings, row, tuple(ctx.valid))
+    return ParallelPlan(tp, pp, summary + _memory_summary(ctx, row), warnings, row, tuple(ctx.valid))
 
 
 def _pipeline_error(ctx: _Context, tp: int, *, auto: bool) -> str:

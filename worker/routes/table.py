@@ -108,7 +108,7 @@ ROUTES: tuple[Route, ...] = (
 
 _SERVER = "an HTTP server's own route; a RunPod worker has no HTTP server (RunPod checks its health and scales it)"
 _NOT_A_MODEL_ROUTE = "vLLM's cluster/disaggregated-serving internals, not a model API"
-# Routes `vllm serve` registers that the worker does not answer, and why (tests/test_routes.py checks the list).
+# Routes `vllm serve` registers that the worker does not answer, and why (tests/routes/test_routes.py checks the list).
 NOT_SERVED: dict[str, str] = {
     **{path: _SERVER for path in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/load", "/version",
                                    "/health", "/metrics", "/ping", "/kv_event_sources", "/is_sleeping")},

@@ -23,11 +23,12 @@ from typing import NoReturn
 
 import psutil
 
-from config.errors import SettingsError
+from config.errors import BAD_CONFIG_EXIT, SettingsError
 from config.settings import WorkerSettings
 from worker.model_files.config_json import ModelConfigError
 from worker.model_files.download import ModelDownloadError
 from worker.parallel.layout import ParallelismError, plan_parallelism, visible_gpus
+from worker.startup.environment import set_variable
 from worker.startup.fitness import model_config_or_none
 from worker.startup.prepare import prepare_engine
 from worker.vllm_api import MultiprocExecutor, UsageContext
@@ -39,8 +40,6 @@ RUNPOD_CLUSTER_INTERFACE = "ens1"
 # A follower probes node 0 this often and gives up after this many failed probes in a row (~3 s).
 NODE0_PROBE_INTERVAL_S = 1.0
 NODE0_PROBE_FAILURES = 3
-# Exit code when the configuration cannot work (as for any bad setting).
-BAD_CONFIG_EXIT = 2
 
 
 def prepare_node(settings: WorkerSettings) -> None:
@@ -59,17 +58,17 @@ def configure_network(settings: WorkerSettings) -> None:
     for name, given in (("GLOO_SOCKET_IFNAME", settings.gloo_socket_ifname),
                         ("NCCL_SOCKET_IFNAME", settings.nccl_socket_ifname)):
         if given:
-            os.environ[name] = given
+            set_variable(name, given)
             log.info("cluster network: %s=%s (given, kept as is)", name, given)
         elif derived:
-            os.environ[name] = derived
+            set_variable(name, derived)
             log.info("cluster network: %s=%s (%s)", name, derived, why)
         else:
             log.warning("cluster network: %s not set (%s): gloo/NCCL choose an interface themselves", name, why)
     if settings.cluster_node_addr:
-        os.environ["VLLM_HOST_IP"] = settings.cluster_node_addr
+        set_variable("VLLM_HOST_IP", settings.cluster_node_addr)
         log.info("cluster network: VLLM_HOST_IP=%s (this node's CLUSTER_NODE_ADDR)", settings.cluster_node_addr)
-    os.environ["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = str(settings.cluster_step_timeout_s)
+    set_variable("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(settings.cluster_step_timeout_s))
 
 
 def cluster_interface(node_addr: str | None) -> tuple[str | None, str]:

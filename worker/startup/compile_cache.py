@@ -30,6 +30,7 @@ from pathlib import Path
 
 from config.settings import WorkerSettings
 from worker.model_files.download import network_volume_root
+from worker.startup.environment import set_variable
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def use_volume_compile_cache(
         log.warning("compile cache stays in the container: cannot write %s (%s)", folder, error)
         return None
     for env_var, subdir in CACHE_ENV_VARS.items():
-        os.environ[env_var] = str(folder / subdir)
+        set_variable(env_var, str(folder / subdir))
     _link_precompiled_headers(folder / HEADERS_SUBDIR)
     log.info("compile cache on the network volume: %s", folder)
     return folder
@@ -103,7 +104,7 @@ def use_volume_compile_cache(
 def inductor_headers_dir() -> Path:
     """Where torch inductor keeps its precompiled C++ headers: torch/_inductor/codecache.py `_HEADER_DIR`,
     `default_cache_dir()` of torch/_inductor/runtime/cache_dir_utils.py, fixed at import, TORCHINDUCTOR_CACHE_DIR
-    or not (tests/test_compile_cache.py checks this against torch's own rule)."""
+    or not (tests/startup/test_compile_cache.py checks this against torch's own rule)."""
     try:
         user = getpass.getuser()
     except (KeyError, ModuleNotFoundError, OSError):

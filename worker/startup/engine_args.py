@@ -115,7 +115,23 @@ def build_engine_args(
     settings error naming the env var. sized: arguments the worker worked out (LoRA sizes, image limit);
     engine-argument env vars and ENGINE_ARGS still win over them."""
     fields = _fields()
-    unknown = sorted(set(settings.engine_args) - set(fields))
+    _check_engine_args_setting(settings.engine_args, fields)
+    from_env = parsed_engine_arg_env()
+    twice = sorted(set(from_env) & set(settings.engine_args))
+    if twice:
+        raise config_error(*(f"{env_name(name)} and ENGINE_ARGS.{name} both set {name}: keep one" for name in twice))
+    args = {**_setting_args(settings, model_path, tensor_parallel_size, pipeline_parallel_size), **(sized or {})}
+    args.update(from_env)
+    args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
+    try:
+        return AsyncEngineArgs(**args)
+    except (TypeError, ValueError) as error:
+        raise config_error(f"ENGINE_ARGS / engine env vars: {error}") from None
+
+
+def _check_engine_args_setting(engine_args: dict[str, Any], fields: dict[str, dataclasses.Field]) -> None:
+    """ENGINE_ARGS names only AsyncEngineArgs fields, and a fixed-choice option one of its choices."""
+    unknown = sorted(set(engine_args) - set(fields))
     if unknown:
         hints = []
         for name in unknown:
@@ -125,23 +141,23 @@ def build_engine_args(
             "ENGINE_ARGS: unknown vLLM engine argument(s) " + ", ".join(hints)
             + " (allowed: the fields of vllm.engine.arg_utils.AsyncEngineArgs, in snake_case)"
         )
-    for name, value in settings.engine_args.items():
+    for name, value in engine_args.items():
         # Options vLLM types as a fixed set (runner: generate or pooling; convert: embed or classify, ...):
         # AsyncEngineArgs takes any value and fails only when the engine is built.
         allowed = typing.get_args(fields[name].type) if typing.get_origin(fields[name].type) is typing.Literal else ()
         if allowed and value not in allowed:
             raise config_error(f"ENGINE_ARGS: {name}={value!r} is not one of vLLM's options ({', '.join(map(repr, allowed))})")
-    from_env = parsed_engine_arg_env()
-    twice = sorted(set(from_env) & set(settings.engine_args))
-    if twice:
-        raise config_error(*(f"{env_name(name)} and ENGINE_ARGS.{name} both set {name}: keep one" for name in twice))
+
+
+def _setting_args(settings: WorkerSettings, model_path: str, tp: int, pp: int) -> dict[str, Any]:
+    """The engine arguments the worker's own settings give."""
     args: dict[str, Any] = {
         "model": model_path,
         "served_model_name": [settings.served_name],
         "revision": settings.model_revision if model_path == settings.model_name else None,
         "trust_remote_code": settings.trust_remote_code,
-        "tensor_parallel_size": tensor_parallel_size,
-        "pipeline_parallel_size": pipeline_parallel_size,
+        "tensor_parallel_size": tp,
+        "pipeline_parallel_size": pp,
         "dtype": settings.dtype,
         "quantization": settings.quantization,
         "max_model_len": settings.max_model_len,
@@ -151,7 +167,6 @@ def build_engine_args(
         "reasoning_parser": settings.reasoning_parser or "",
         # Per-request log lines would carry prompts into the logs (ENABLE_LOG_REQUESTS=true turns them on).
         "enable_log_requests": False,
-        **(sized or {}),
     }
     if settings.in_cluster:
         # vLLM's multiprocessing multi-node executor; node 0 runs the engine, the others its headless workers.
@@ -165,12 +180,7 @@ def build_engine_args(
         )
         if settings.cluster_master_port:
             args["master_port"] = settings.cluster_master_port
-    args.update(from_env)
-    args.update({name: _as_config(fields[name], value) for name, value in settings.engine_args.items()})
-    try:
-        return AsyncEngineArgs(**args)
-    except (TypeError, ValueError) as error:
-        raise config_error(f"ENGINE_ARGS / engine env vars: {error}") from None
+    return args
 
 
 def _as_config(field: dataclasses.Field, value: Any) -> Any:

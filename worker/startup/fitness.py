@@ -1,7 +1,5 @@
-"""A runpod fitness check: refuse a pod that cannot run the parallel plan before it takes a job.
-
-The SDK runs registered checks once at start (on the platform, not in local test mode) and exits the worker
-with the check's message in the log if one raises. This one reads config.json and NVML only: no engine build.
+"""The pod fitness check: refuse a pod that cannot run the parallel plan before it takes a job (registered
+with the runpod SDK by worker/transports/queue/fitness.py). It reads config.json and NVML only: no engine build.
 config.json is read from where the worker will load the model (see worker.model_files.download.find_local_model), else
 fetched alone from the hub; when the hub cannot be reached the pod is not refused for it: only the GPU count
 is checked, and the engine start plans again once the model is downloaded.
@@ -11,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from worker.model_files.config_json import ModelConfigUnavailable, read_model_config
 from worker.model_files.download import find_local_model, model_cache_dir
@@ -93,13 +91,3 @@ def check_gpu_count(settings: "WorkerSettings", gpus: GpuInventory) -> None:
             f"TENSOR_PARALLEL_SIZE={tp} x PIPELINE_PARALLEL_SIZE={pp} needs {needed} GPUs, but this pod has "
             f"{gpus.count} visible GPU(s): {gpus.describe()}."
         )
-
-
-def register_fitness_checks(settings: "WorkerSettings") -> Callable[[], None]:
-    """Register the plan check with the runpod SDK; call once at start. Returns the registered check."""
-    import runpod
-
-    def parallel_plan_fits_pod() -> None:
-        check_parallel_plan(settings)
-
-    return runpod.serverless.register_fitness_check(parallel_plan_fits_pod)

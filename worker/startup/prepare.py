@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from config.settings import WorkerSettings
-from worker.media.connector import install_media_policy
+from worker.media.connector import CONNECTOR_NAME, install_media_policy
 from worker.model_files.adapters import (
     Adapter,
     ensure_adapters,
@@ -21,6 +21,7 @@ from worker.model_files.download import ensure_model
 from worker.parallel.layout import plan_parallelism, visible_gpus
 from worker.startup.compile_cache import use_volume_compile_cache
 from worker.startup.engine_args import build_engine_args, parsed_engine_arg_env
+from worker.startup.environment import set_variable
 from worker.startup.start_phases import StartPhases
 from worker.vllm_api import AsyncEngineArgs
 
@@ -43,6 +44,7 @@ def prepare_engine(settings: WorkerSettings, phases: StartPhases | None = None) 
     downloaded = time.perf_counter()
     model_config = read_model_config(model_path, revision=None, token=settings.hub_token)
     install_media_policy(settings)  # vLLM's media fetching obeys the worker's URL policy
+    set_variable("VLLM_MEDIA_CONNECTOR", CONNECTOR_NAME)
     # LoRA sizes given as env vars (MAX_LORAS, ...) or in ENGINE_ARGS win over those read from the adapters.
     given = {**parsed_engine_arg_env(), **settings.engine_args}
     sized = {"limit_mm_per_prompt": {"image": settings.max_images_per_prompt}, **lora_engine_args(adapters, given)}

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
+
+from config.environment import user_configures_vllm_logging
+from worker.startup.environment import set_variable, unset_variable
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +60,14 @@ class StartPhases:
 
     def record_vllm_phases(self) -> None:
         """Before the engine starts: have vLLM's processes report their phase timings to us."""
-        if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING", "1") == "0":
+        if user_configures_vllm_logging():
             return
         folder = Path(tempfile.mkdtemp(prefix="worker-start-phases-"))
         self._file = folder / "phases.tsv"
         self._file.touch()
         config_path = folder / "vllm-logging.json"
         config_path.write_text(json.dumps(vllm_logging_config(str(self._file))))
-        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_path)
+        set_variable("VLLM_LOGGING_CONFIG_PATH", str(config_path))
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = seconds
@@ -74,7 +76,7 @@ class StartPhases:
         """After the engine is up: vLLM's phases (the slowest rank's, when several report one)."""
         if self._file is None:
             return
-        os.environ.pop("VLLM_LOGGING_CONFIG_PATH", None)
+        unset_variable("VLLM_LOGGING_CONFIG_PATH")
         for line in self._file.read_text().splitlines():
             phase, _, seconds = line.partition("\t")
             try:

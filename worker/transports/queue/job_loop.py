@@ -23,7 +23,7 @@ to end, so the turn finds room and takes the next job at once.
 
 `install()` makes `runpod.serverless.start` use it, only on the SDK code it was written against
 (`PINNED_JOB_SCALER_SHA256`, `PINNED_JOBS_PROGRESS_SHA256`); on any other it logs a warning and keeps the
-SDK's loop. tests/test_job_loop.py fails when the installed SDK's JobScaler or JobsProgress differs from the
+SDK's loop. tests/transports/queue/test_job_loop.py fails when the installed SDK's JobScaler or JobsProgress differs from the
 pinned one.
 
 `use_uvloop()` has the loops the SDK starts run on uvloop, as `vllm serve` runs its server.

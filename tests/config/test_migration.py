@@ -20,8 +20,8 @@ from tests.helpers import ROOT, FatalRecorder
 from worker.jobs.official_fields import OFFICIAL_JOB_FIELDS
 from worker.jobs.request import parse_job_input
 from worker.requests.errors import JobError
+from worker.startup.checks import check_configuration
 from worker.startup.engine_args import (
-    check_engine_args,
     engine_arg_env_names,
     parsed_engine_arg_env,
     typo_warnings,
@@ -44,14 +44,11 @@ def clean_env(monkeypatch):
 
 
 def check_all(**env: str) -> WorkerSettings:
-    """What start-up checks (handler.check_configuration without the logging): settings, engine args, server options."""
-    from worker.startup.server_args import server_args
-
+    """What start-up checks: settings, engine args, server options."""
     for name, value in env.items():
         os.environ[name] = value
     settings = load_settings()
-    check_engine_args(settings)
-    server_args(settings, settings.model_name)
+    check_configuration(settings)
     return settings
 
 
@@ -254,9 +251,8 @@ def test_engine_arg_env_vars_and_official_names_reach_a_real_engine(clean_env, t
         loop.run_until_complete(asyncio.sleep(0))
 
 
-def test_readme_names_every_migration_row():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Coming from runpod-workers/worker-vllm", 1)[1].split("\n## ", 1)[0]
+def test_the_migration_page_names_every_migration_row():
+    section = (ROOT / "docs" / "migration.md").read_text()
     assert re.search(r"MAX_NUM_SEQ is not a setting of this worker: did you mean MAX_NUM_SEQS\?", section)
     for name in MIGRATION:
         assert f"`{name}`" in section

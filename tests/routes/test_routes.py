@@ -1,7 +1,7 @@
 """The route table on the session's generative engine (tiny model): the Responses API, Anthropic's
 Messages API, tokenize/detokenize and unknown routes, through the official openai and anthropic clients
 and the RunPod-like gateway (tests/helpers/openai_gateway.py); and the table kept in step with the
-routes vLLM registers and with the README."""
+routes vLLM registers and with docs/openai-routes.md."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def test_unknown_route_answers_404_in_openai_shape(loop, job_handler):
     assert error["code"] == 404 and error["param"] == "openai_route" and "/tokenize" in error["message"]
 
 
-# --- the table, vLLM and the README ---------------------------------------------------------------------
+# --- the table, vLLM and the docs ---------------------------------------------------------------------
 
 
 def test_every_route_vllm_registers_is_served_or_listed_with_its_reason(loop, engine_handle, routes):
@@ -167,7 +167,7 @@ def test_readme_route_table_is_generated_from_the_table():
     spec = importlib.util.spec_from_file_location("routes_table", ROOT / "scripts" / "routes_table.py")
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
-    readme = (ROOT / "README.md").read_text()
-    assert table.START in readme and table.END in readme, "README.md lacks the route table markers"
+    readme = table.PAGE.read_text()
+    assert table.START in readme and table.END in readme, "docs/openai-routes.md lacks the route table markers"
     current = readme.split(table.START, 1)[1].split(table.END, 1)[0].strip()
-    assert current == table.render_table(), "README route table is stale: run .venv/bin/python scripts/routes_table.py --write"
+    assert current == table.render_table(), "docs/openai-routes.md route table is stale: run .venv/bin/python scripts/routes_table.py --write"

@@ -113,7 +113,7 @@ def test_logit_bias_keys_are_token_ids_as_json_strings(run_job, tiny_model):
 
 
 # Refused once the job reaches the engine: vLLM's own admission checks (out-of-vocabulary token ids), and a
-# prompt long enough to be tokenized off the event loop. Field-level validation without the engine: test_jobs.py.
+# prompt long enough to be tokenized off the event loop. Field-level validation without the engine: jobs/test_request.py.
 ENGINE_REFUSED = [
     ({"prompt": "word " * 5000}, "input.prompt"),
     ({"prompt": "a", "sampling_params": {"stop_token_ids": [10**6]}}, "input.sampling_params.stop_token_ids"),

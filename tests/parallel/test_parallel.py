@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,7 @@ from tests.helpers import (
     MODEL_CONFIGS,
     QUANTIZED_CONFIGS,
     QUANTIZED_VALID_SIZES,
+    ROOT,
     TOPOLOGY,
     VALID_SIZES,
     reference_config,
@@ -439,6 +439,6 @@ def test_gpu_discovery_imports_no_torch_or_vllm():
 
     code = ("import sys; import worker.parallel.layout, worker.parallel.gpus; worker.parallel.gpus.visible_gpus(); "
             "print(sorted(m for m in ('torch', 'vllm', 'huggingface_hub') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""`python -m bench` runs end to end on the tiny model, and a 512-token stream takes at most 20 chunks."""
+"""`python -m bench` runs end to end on the tiny model, and a stream takes no more chunks than its flush
+interval allows, however fast the machine generates."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+from config.settings import WorkerSettings
 from tests.helpers import ROOT, worker_env
 
 
@@ -23,7 +25,7 @@ def run_bench(model, *args: str) -> str:
 
 
 @pytest.mark.slow
-def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tmp_path):
+def test_bench_runs_and_a_512_token_stream_takes_one_chunk_per_flush_interval(tiny_model, tmp_path):
     out = tmp_path / "bench.json"
     stdout = run_bench(
         tiny_model, "--concurrency", "1", "4", "--max-tokens", "512", "--jobs", "4", "--rounds", "1", "--json", str(out)
@@ -36,8 +38,11 @@ def test_bench_runs_and_a_512_token_stream_uses_at_most_20_chunks(tiny_model, tm
         assert row["tokens_per_s_aggregate"] > 0 and row["ttft_p50_ms"] > 0
     # vLLM yields about once per token (it merges only what the reader has not taken yet).
     assert rows[("vllm", 1)]["chunks_per_job"] > 200
-    assert rows[("worker", 1)]["chunks_per_job"] <= 20
-    assert rows[("worker", 4)]["chunks_per_job"] <= 20
+    # The first token at once, then at most one chunk per flush interval, and the final one: on any machine.
+    interval_s = WorkerSettings.model_fields["stream_flush_interval_ms"].default / 1000
+    for concurrency in (1, 4):
+        row = rows[("worker", concurrency)]
+        assert row["chunks_per_job"] <= row["decode_s_mean"] / interval_s + 2, row
 
 
 @pytest.mark.slow

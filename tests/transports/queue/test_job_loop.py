@@ -1,7 +1,7 @@
 """The event-driven job loop (worker/transports/queue/job_loop.py) keeps the runpod SDK's semantics: the concurrency
 modifier, per-job stop, the drain on shutdown and job progress; and it is pinned to the SDK it replaces
 code of. These run the SDK's real JobScaler with its local-test hooks (jobs_fetcher, jobs_handler,
-stop_signals_fetcher) in place of HTTP; tests/test_platform.py runs the whole path over HTTP."""
+stop_signals_fetcher) in place of HTTP; tests/transports/queue/test_platform.py runs the whole path over HTTP."""
 
 from __future__ import annotations
 

@@ -17,20 +17,19 @@ from huggingface_hub.utils import _http as http_utils
 from runpod.serverless.modules import rp_fitness
 
 from config.settings import load_settings
-from tests.helpers import MODEL_CONFIGS
+from tests.helpers import MODEL_CONFIGS, ROOT
 from tests.helpers.fake_hub import COMMIT, FakeHub, fake_cache
 from tests.helpers.fake_nvml import FakeNvml, install
-from worker import fitness
 from worker.model_files import download
 from worker.parallel import gpus
+from worker.startup import fitness
 from worker.startup.fitness import (
     PodUnfitError,
     check_parallel_plan,
     gpu_build_installed,
-    register_fitness_checks,
 )
+from worker.transports.queue.fitness import register_fitness_checks
 
-ROOT = Path(__file__).resolve().parents[1]
 LLAMA_8B = MODEL_CONFIGS / "meta-llama--Meta-Llama-3-8B.json"
 GATED = "acme/tiny-model"  # the repo tests.test_download's FakeHub serves
 

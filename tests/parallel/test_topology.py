@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from itertools import combinations
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.fake_nvml import FakeNvml
 from worker.parallel.topology import (
     describe_link,
@@ -18,7 +18,7 @@ from worker.parallel.topology import (
     select_links,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "topology"
+FIXTURES = ROOT / "tests" / "fixtures" / "topology"
 
 
 def recorded(name: str) -> str:

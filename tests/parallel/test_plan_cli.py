@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,12 +13,11 @@ from tests.helpers import (
     MODEL_CONFIGS,
     QUANTIZED_CONFIGS,
     QUANTIZED_VALID_SIZES,
+    ROOT,
     TOPOLOGY,
     VALID_SIZES,
 )
 from tests.helpers.fake_hub import write_hub_cache
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def plan(*args: str, **env: str) -> subprocess.CompletedProcess:
