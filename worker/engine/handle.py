@@ -109,8 +109,8 @@ class EngineHandle:
             raise
         finally:
             phases.read_vllm_phases()
-        # As `vllm serve` does once it is up: the ~700k objects of torch, vLLM and the engine's set-up move out
-        # of the collector's reach. A full collection over them stalled the event loop ~0.4 s mid-job here.
+        # As `vllm serve` does once it is up: the objects of torch, vLLM and the engine's set-up move out of the
+        # collector's reach, so a full collection over them cannot stall the event loop mid-job.
         freeze_gc_heap()
         self.load_seconds = time.perf_counter() - started
         phases.add("engine ready", self.load_seconds)

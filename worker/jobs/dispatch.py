@@ -8,8 +8,6 @@ one structured error chunk ({"error": "<JSON>"}); the worker keeps serving the n
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -18,12 +16,11 @@ from typing import Any
 
 from config.settings import WorkerSettings
 from worker.engine.handle import EngineHandle, EngineStartError
-from worker.jobs.content_parts import render_content_parts
+from worker.jobs.native import native_job_chunks
 from worker.jobs.openai_route import route_failure_output, route_job_chunks
-from worker.jobs.output import JobClock, final_result, stream_chunks
+from worker.jobs.output import JobClock
 from worker.jobs.pooling import (
     encode_on_engine,
-    generation_on_pooling_model,
     is_pooling_job,
     parse_pooling_job,
     pooling_error,
@@ -31,24 +28,16 @@ from worker.jobs.pooling import (
     route_call,
 )
 from worker.jobs.request import (
-    build_engine_request,
-    check_job_input,
-    engine_prompt,
-    parse_job_input,
     sampling_error,
     sampling_params_model,
 )
 from worker.requests.deadline import Deadline
 from worker.requests.errors import JobError
 from worker.requests.limits import InputLimits
-from worker.requests.lora import lora_request
 from worker.routes.serving import OpenAIRoutes
 from worker.vllm_api import EngineDeadError, VLLMValidationError
 
 log = logging.getLogger(__name__)
-
-LONG_PROMPT_CHARS = 16_384
-
 
 class JobHandler:
     """`handle(job)` is the SDK's handler: an async generator of job output chunks."""
@@ -112,52 +101,9 @@ class JobHandler:
         wait_started = time.perf_counter()
         engine = await self.engine.get()
         clock.engine_ready(time.perf_counter() - wait_started)
-        if engine.model_config.runner_type == "pooling":
-            raise generation_on_pooling_model(self.settings.served_name)
         limits = self._input_limits(engine)
-        check_job_input(job_input, limits)  # before parsing: a huge input costs no more than its size check
-        job = parse_job_input(job_input)
-        adapter = lora_request(self.engine.adapters, job.lora)
-        rendered = await render_content_parts(job, engine) if job.has_content_parts() else None
-        build = functools.partial(
-            build_engine_request,
-            job,
-            engine.get_tokenizer(),
-            max_model_len=engine.model_config.max_model_len,
-            default_max_tokens=self.settings.default_max_tokens,
-            limits=limits,
-            rendered=rendered,
-        )
-        # Tokenizing a long prompt takes milliseconds: off the event loop, where other jobs stream.
-        request = await asyncio.to_thread(build) if job.prompt_chars() > LONG_PROMPT_CHARS else build()
-        # Unique per attempt: a retried job keeps its id, and vLLM rejects duplicate live request ids.
-        request_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
-        outputs = engine.generate(
-            request.engine_prompt or engine_prompt(engine, request.prompt_token_ids),
-            request.sampling_params,
-            request_id=request_id,
-            lora_request=adapter,
-        )
-        # aclosing: a job cancelled or abandoned mid-stream closes vLLM's generator, which aborts the request;
-        # so does the deadline, cancelling the wait for the next output.
-        deadline = Deadline(self.settings.job_timeout_s)
-        async with contextlib.aclosing(outputs), contextlib.aclosing(deadline.each(outputs)) as bounded:
-            if request.stream:
-                async for chunk in stream_chunks(
-                    bounded,
-                    clock,
-                    flush_interval_s=self.settings.stream_flush_interval_ms / 1000,
-                    max_chunk_chars=self.settings.stream_max_chunk_chars,
-                    top_logprobs=request.sampling_params.logprobs,
-                    top_prompt_logprobs=request.sampling_params.prompt_logprobs,
-                ):
-                    yield chunk
-            else:
-                async for output in bounded:
-                    if output.finished:
-                        yield final_result(
-                            output, clock, request.sampling_params.logprobs, request.sampling_params.prompt_logprobs
-                        )
+        async for chunk in native_job_chunks(engine, self.engine.adapters, self.settings, limits, job_input, job_id, clock):
+            yield chunk
 
     async def _routes(self) -> Any:
         """vLLM's serving layer on the engine (worker/routes/serving.py), built on first use."""

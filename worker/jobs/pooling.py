@@ -7,9 +7,9 @@ cross-encoder).
 
 Validated like native generation jobs (strict types, unknown fields refused, every error names its
 field). Like native generation jobs, embed and classify go straight to the engine (AsyncLLM.encode, one
-request per text, the model's own pooler and activation), which the bench (`--load embed`) showed
-~4x faster than a detour through vLLM's HTTP-shaped serving classes; the numbers equal the
-/v1/embeddings and /classify routes' (tests/jobs/test_pooling.py). A score job pairs texts the way a
+request per text, the model's own pooler and activation), faster than a detour through vLLM's HTTP-shaped
+serving classes (docs/performance.md, `bench --load embed`); the numbers equal the /v1/embeddings and
+/classify routes' (tests/jobs/test_pooling.py). A score job pairs texts the way a
 cross-encoder reads them, so vLLM's ServingScores (the /score route) answers it. Output, data in input order:
 
     {"embeddings": [[float, ...], ...]} | {"classifications": [{"label", "probs"}, ...]} | {"scores": [float, ...]}

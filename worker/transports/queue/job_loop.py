@@ -57,9 +57,8 @@ PINNED_JOBS_PROGRESS_SHA256 = "3eac63b05ded662d06ab1ec966571366f250ea3484afc94fb
 # this often so a SIGTERM still ends the loop (the SDK's own loop looked every 0.1 s).
 STOP_CHECK_S = 1.0
 # The heartbeat reads the progress file once per ping (RUNPOD_PING_INTERVAL, 10 s by default). At most this
-# many writes a second keeps the file far fresher than any ping while its cost (~1 ms of CPU: lock, temp
-# file, pickle, rename) stops growing with the job rate: at 8 concurrent jobs the thread wrote back to back
-# and took ~15% of the worker process's CPU, on the cores vLLM's frontend needs.
+# many writes a second keeps the file far fresher than any ping while its cost (lock, temp file, pickle,
+# rename) stops growing with the job rate, off the cores vLLM's frontend needs (docs/performance.md).
 PROGRESS_WRITE_GAP_S = 0.1
 
 
