@@ -1,5 +1,45 @@
-"""`python -m bench ...`: see bench/generation.py for the modes."""
+"""`python -m bench MODE ...`: one subcommand per bench, each in its own module (`python -m bench MODE --help`)."""
 
-from bench.generation import main
+from __future__ import annotations
 
-main()
+import argparse
+import json
+from types import ModuleType
+
+from bench import cold_start, embed, generation, sdk, soak
+
+# mode: (module, what it measures)
+MODES: dict[str, tuple[ModuleType, str]] = {
+    "generate": (generation, "streamed generation through the worker's handler against vLLM's engine"),
+    "embed": (embed, "native embed jobs against AsyncLLM.encode (MODEL_NAME: an embedding model)"),
+    "soak": (soak, "many short jobs, and each process's RSS as they run"),
+    "sdk": (sdk, "submit -> first stream POST through the runpod SDK's job loop (TP 1)"),
+    "cold-start": (cold_start, "compiled cold starts of fresh containers sharing a volume's compile cache"),
+}
+# The SDK bench points the SDK at its stand-in before anything imports runpod, and sets the loop itself.
+OWN_EVENT_LOOP = {"sdk"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for name, (module, help_text) in MODES.items():
+        mode = modes.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(mode)
+        mode.add_argument("--json", help="also write the results to this file")
+    modes.add_parser("cold-start-child")  # one start inside cold-start's fresh container
+    args = parser.parse_args()
+    if args.mode == "cold-start-child":
+        return cold_start.run_child(args)
+    if args.mode not in OWN_EVENT_LOOP:
+        from worker.transports.queue.job_loop import use_uvloop
+
+        use_uvloop()  # the loop handler.py runs the worker on; vLLM's raw side runs on it too, as under `vllm serve`
+    results = MODES[args.mode][0].run(args)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()

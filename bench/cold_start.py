@@ -1,4 +1,4 @@
-"""`python -m bench --cold-start`: how much a network volume's compile cache shortens a cold start.
+"""`python -m bench cold-start`: how much a network volume's compile cache shortens a cold start.
 
 Each start is a fresh "container": a new process with its own empty HOME, XDG_CACHE_HOME and TMPDIR, in
 compiled mode (ENFORCE_EAGER and TORCHDYNAMO_DISABLE removed). Only the volume folder is shared between
@@ -6,11 +6,12 @@ starts. The first start fills the volume's compile cache; the next ones find it.
 COMPILE_CACHE_ON_VOLUME=false shows a cold start without it. Each start builds the engine through the
 worker's own path (EngineHandle) and reports its phases; the table compares each build with the first.
 
-    MODEL_NAME=.models/tiny-llama VLLM_CPU_KVCACHE_SPACE=1 python -m bench --cold-start
+    MODEL_NAME=.models/tiny-llama VLLM_CPU_KVCACHE_SPACE=1 python -m bench cold-start
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -50,7 +51,7 @@ def one_start(volume: Path, label: str, *, cache_on: bool, timeout_s: float) -> 
         env.update(NETWORK_VOLUME_PATH=str(volume), COMPILE_CACHE_ON_VOLUME="true" if cache_on else "false")
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "bench", "--cold-start-child"],
+            [sys.executable, "-m", "bench", "cold-start-child"],
             env=env, capture_output=True, text=True, timeout=timeout_s,
         )
         wall = time.perf_counter() - started
@@ -83,3 +84,17 @@ def run_cold_start_bench(starts: int, timeout_s: float = 900) -> tuple[str, list
             f"| {row['start']} | {row['engine_build_s']:.1f} | {row['engine_build_s'] / first:.2f}x | {phases} | {row['process_s']:.1f} |"
         )
     return "\n".join(lines), rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--starts", type=int, default=2, help="compiled cold starts sharing the volume, then one with the cache off")
+
+
+def run(args: argparse.Namespace) -> dict:
+    table, rows = run_cold_start_bench(args.starts)
+    print(table)
+    return {"cold_starts": rows}
+
+
+def run_child(_args: argparse.Namespace) -> None:
+    child_main()

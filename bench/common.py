@@ -3,6 +3,7 @@ sent straight to vLLM's AsyncLLM (the baseline every bench compares the worker w
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -53,3 +54,15 @@ async def straight_on_vllm(engine, tokenizer, i: int, max_tokens: int) -> JobTim
         tokens += len(output.outputs[0].token_ids)
     first = first or first_output  # no text at all (a short run of a random model): its first output
     return JobTiming(first - started, tokens, last - first, chunks)
+
+
+async def run_load(make_job, concurrency: int, jobs: int) -> tuple[list[JobTiming], float]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> JobTiming:
+        async with semaphore:
+            return await make_job(i)
+
+    started = time.perf_counter()
+    timings = await asyncio.gather(*(one(i) for i in range(jobs)))
+    return list(timings), time.perf_counter() - started

@@ -1,43 +1,23 @@
-"""Benchmark the worker against vLLM itself: `python -m bench`.
+"""`python -m bench generate`: the worker against vLLM itself.
 
 For each tensor-parallel size it builds one engine (the worker's own start-up path) and, for each
 concurrency, runs the same streamed load twice: through the worker's handler (as the runpod SDK calls
 it, minus the HTTP posts) and straight on vLLM's engine. It prints one table (modelled on the
 tensor-parallelism guide's throughput table) and, with --json, writes the numbers for tracking.
 
-    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m bench --tp 1 2 --concurrency 1 8 32
-
-`--soak N` runs N short jobs instead and prints the RSS of each process (the worker's main process,
-vLLM's engine core and model worker) every --soak-every jobs, so memory growth shows and can be tracked:
-
-    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m bench --soak 3000
-
-With --load embed, MODEL_NAME is an embedding model and the load is native embed jobs (one text each)
-through the handler against the same texts tokenized and encoded straight on vLLM (AsyncLLM.encode):
-
-    MODEL_NAME=.models/tiny-embedding ENFORCE_EAGER=true python -m bench --load embed --texts 256 --concurrency 32
-
-With --sdk it measures time to first token through the runpod SDK's real job loop instead
-(bench/sdk.py):
-
-    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m bench --sdk --concurrency 1 8 --max-tokens 16
-
-With --cold-start it times engine builds of fresh containers sharing one network volume
-(bench/cold_start.py).
+    MODEL_NAME=.models/tiny-llama ENFORCE_EAGER=true python -m bench generate --tp 1 2 --concurrency 1 8 32
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
-import uuid
 from dataclasses import asdict, dataclass
 
-from bench.common import JobTiming, job_input, percentile, straight_on_vllm
+from bench.common import JobTiming, job_input, percentile, run_load, straight_on_vllm
 from config.settings import load_settings
 
 
@@ -88,18 +68,6 @@ async def through_worker(handler, i: int, max_tokens: int) -> JobTiming:
         if "usage" in chunk:
             tokens = chunk["usage"]["completion_tokens"]
     return JobTiming(first - started, tokens, last - first, chunks)
-
-
-async def run_load(make_job, concurrency: int, jobs: int) -> tuple[list[JobTiming], float]:
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> JobTiming:
-        async with semaphore:
-            return await make_job(i)
-
-    started = time.perf_counter()
-    timings = await asyncio.gather(*(one(i) for i in range(jobs)))
-    return list(timings), time.perf_counter() - started
 
 
 async def bench_tp(tp: int, concurrencies: list[int], max_tokens: int, jobs_per_level: int, rounds: int) -> tuple[float, list[LoadResult]]:
@@ -161,173 +129,6 @@ def render_table(load_times: dict[int, float], results: list[LoadResult], max_to
     return "\n".join(lines)
 
 
-def process_rss_mb() -> dict[str, float]:
-    """RSS of the worker's main process and of each process vLLM started (engine core, model workers), in MB."""
-    import psutil
-
-    main = psutil.Process()
-    rss = {"main": main.memory_info().rss / 2**20}
-    for child in main.children(recursive=True):
-        try:
-            name = child.name()
-            if "resource_tracker" in " ".join(child.cmdline()):
-                continue  # multiprocessing's bookkeeping, not vLLM
-            rss[name] = rss.get(name, 0.0) + child.memory_info().rss / 2**20
-        except psutil.NoSuchProcess:
-            continue
-    return rss
-
-
-def soak_job_input(i: int) -> dict:
-    """Short jobs of every kind the worker serves: plain and chat, whole and streamed."""
-    job = {"sampling_params": {"max_tokens": 8, "temperature": 0.8, "seed": i}, "stream": i % 2 == 0}
-    if i % 3 == 0:
-        job["messages"] = [{"role": "user", "content": f"Soak job {i}: say something."}]
-    else:
-        job["prompt"] = f"Soak job {i}: the quick brown fox"
-    return job
-
-
-async def soak(jobs: int, concurrency: int, every: int) -> list[tuple[int, float, dict[str, float]]]:
-    """Run `jobs` short jobs through the handler; sample every process's RSS every `every` jobs."""
-    from worker.engine.handle import EngineHandle
-    from worker.jobs.dispatch import JobHandler
-
-    settings = load_settings(max_concurrency=concurrency)
-    handle = EngineHandle(settings)
-    handler = JobHandler(settings, handle).handle
-    semaphore = asyncio.Semaphore(concurrency)
-    samples: list[tuple[int, float, dict[str, float]]] = []
-    done = 0
-    started = time.perf_counter()
-
-    async def one(i: int) -> None:
-        nonlocal done
-        async with semaphore:
-            async for chunk in handler({"id": f"soak-{i}", "input": soak_job_input(i)}):
-                if "error" in chunk:
-                    raise RuntimeError(chunk["error"])
-        done += 1
-        if done % every == 0 or done == jobs:
-            samples.append((done, time.perf_counter() - started, process_rss_mb()))
-            print(render_soak_row(samples), flush=True)
-
-    try:
-        await handle.get()
-        samples.append((0, 0.0, process_rss_mb()))
-        print(render_soak_header(samples[0][2]), flush=True)
-        print(render_soak_row(samples), flush=True)
-        await asyncio.gather(*(one(i) for i in range(jobs)))
-    finally:
-        handle.shutdown()
-    return samples
-
-
-def render_soak_header(first: dict[str, float]) -> str:
-    names = " | ".join(f"{name} RSS MB (change)" for name in first)
-    return f"| jobs | s | {names} |\n|---:|---:|" + "---:|" * len(first)
-
-
-def render_soak_row(samples: list[tuple[int, float, dict[str, float]]]) -> str:
-    first = samples[0][2]
-    jobs, elapsed, rss = samples[-1]
-    cells = " | ".join(f"{rss.get(name, 0.0):.0f} ({rss.get(name, 0.0) - start:+.0f})" for name, start in first.items())
-    return f"| {jobs} | {elapsed:.0f} | {cells} |"
-
-
-@dataclass
-class EmbedResult:
-    path: str  # "worker" or "vllm"
-    concurrency: int
-    texts: int
-    latency_p50_ms: float
-    latency_p95_ms: float
-    texts_per_s: float
-    wall_s: float
-    # worker rows: the median over rounds of (this worker round / the vllm round right after it)
-    paired_ratio: float | None = None
-
-
-def embed_text(i: int) -> str:
-    return f"Benchmark text {i}: tensor parallelism splits every weight matrix across the GPUs of a node."
-
-
-async def embed_through_worker(handler, i: int) -> float:
-    started = time.perf_counter()
-    async for chunk in handler({"id": f"bench-embed-{i}", "input": {"embed": embed_text(i)}}):
-        if "error" in chunk:
-            raise RuntimeError(chunk["error"])
-    return time.perf_counter() - started
-
-
-async def embed_straight_on_vllm(engine, tokenizer, i: int) -> float:
-    from worker.jobs.request import engine_prompt
-    from worker.vllm_api import PoolingParams
-
-    started = time.perf_counter()
-    # The same work the worker's path does before encode (tokenize), so the comparison is like for like.
-    params = PoolingParams(task="embed")
-    params.verify(engine.model_config)
-    prompt = engine_prompt(engine, tokenizer.encode(embed_text(i)))
-    async for _output in engine.encode(prompt, params, request_id=uuid.uuid4().hex):
-        pass
-    return time.perf_counter() - started
-
-
-async def bench_embeddings(concurrency: int, texts: int, rounds: int) -> tuple[float, list[EmbedResult]]:
-    from worker.engine.handle import EngineHandle
-    from worker.jobs.dispatch import JobHandler
-
-    settings = load_settings(max_concurrency=concurrency)
-    handle = EngineHandle(settings)
-    engine = await handle.get()
-    handler = JobHandler(settings, handle).handle
-    tokenizer = engine.get_tokenizer()
-    results: dict[str, list[EmbedResult]] = {"worker": [], "vllm": []}
-    try:
-        await run_load(lambda i: embed_through_worker(handler, i), 4, 8)  # warm-up (builds vLLM's app state)
-        for path in ("worker", "vllm") * rounds:
-            make = (lambda i: embed_through_worker(handler, i)) if path == "worker" else (
-                lambda i: embed_straight_on_vllm(engine, tokenizer, i))
-            latencies, wall = await run_load(make, concurrency, texts)
-            results[path].append(EmbedResult(
-                path, concurrency, texts,
-                round(percentile(latencies, 50) * 1000, 2), round(percentile(latencies, 95) * 1000, 2),
-                round(texts / wall, 1), round(wall, 2),
-            ))
-    finally:
-        handle.shutdown()
-    merged = []
-    for path, group in results.items():  # medians over the alternating rounds, as for generation
-        row = asdict(group[0])
-        for field in ("latency_p50_ms", "latency_p95_ms", "texts_per_s", "wall_s"):
-            row[field] = round(statistics.median(getattr(r, field) for r in group), 2)
-        if path == "worker":  # pairs share the machine's state of the moment, which medians of rounds do not
-            pairs = zip(group, results["vllm"], strict=True)
-            row["paired_ratio"] = round(statistics.median(w.texts_per_s / v.texts_per_s for w, v in pairs), 3)
-        merged.append(EmbedResult(**row))
-    return handle.load_seconds or 0.0, merged
-
-
-def render_embed_table(load_s: float, results: list[EmbedResult]) -> str:
-    lines = [
-        "one text per job; 'worker' = native embed job through the handler (AsyncLLM.encode behind it), "
-        "'vllm' = tokenize + AsyncLLM.encode",
-        "",
-        "| load s | texts | conc | path   | latency p50 ms | latency p95 ms | texts/s | worker/vllm texts/s | paired rounds p50 |",
-        "|-------:|------:|-----:|:-------|---------------:|---------------:|--------:|--------------------:|------------------:|",
-    ]
-    raw = next(r for r in results if r.path == "vllm")
-    for r in results:
-        ratio = f"{r.texts_per_s / raw.texts_per_s:.3f}" if r.path == "worker" else ""
-        paired = f"{r.paired_ratio:.3f}" if r.paired_ratio is not None else ""
-        lines.append(
-            f"| {load_s:.1f} | {r.texts} | {r.concurrency} | {r.path:<6} | {r.latency_p50_ms:.2f} | "
-            f"{r.latency_p95_ms:.2f} | {r.texts_per_s:.1f} | {ratio} | {paired} |"
-        )
-    return "\n".join(lines)
-
-
 def bind_cpu_threads(tp: int) -> None:
     """On vLLM's CPU backend each TP rank needs its own cores (VLLM_CPU_OMP_THREADS_BIND)."""
     from worker.parallel.layout import visible_gpus
@@ -341,83 +142,15 @@ def bind_cpu_threads(tp: int) -> None:
         os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark the worker's handler path against vLLM's engine.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tp", type=int, nargs="+", default=[1], help="tensor-parallel sizes to run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--jobs", type=int, default=32, help="jobs per concurrency level (at least the concurrency)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating worker/vllm rounds; medians are reported")
-    parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--soak", type=int, metavar="N", help="instead: run N short jobs and print each process's RSS")
-    parser.add_argument("--soak-every", type=int, default=250, help="jobs between RSS samples in --soak")
-    parser.add_argument("--soak-concurrency", type=int, default=8)
-    parser.add_argument("--load", choices=["generate", "embed"], default="generate",
-                        help="embed: MODEL_NAME is an embedding model; native embed jobs vs AsyncLLM.encode")
-    parser.add_argument("--texts", type=int, default=256, help="embed load: texts (one per job) per round")
-    parser.add_argument(
-        "--sdk", action="store_true", help="time submit -> first stream POST through the runpod SDK's job loop (TP 1)"
-    )
-    parser.add_argument(
-        "--job-loop", nargs="+", choices=["event", "stock"], default=["event"],
-        help="with --sdk: the worker's event-driven job loop, the SDK's own (100 ms poll), or both",
-    )
-    parser.add_argument(
-        "--max-concurrency", type=int, metavar="N",
-        help="with --sdk: the worker's MAX_CONCURRENCY (default: room for every client's job); below --concurrency "
-        "the worker is full and each next job waits for a slot",
-    )
-    parser.add_argument(
-        "--cold-start", type=int, nargs="?", const=2, metavar="STARTS",
-        help="time STARTS (default 2) compiled cold starts of fresh containers sharing a volume, then one with the cache off",
-    )
-    parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if not args.sdk:  # --sdk must point the SDK at its stand-in before anything imports runpod; it calls this then
-        from worker.transports.queue.job_loop import use_uvloop
 
-        use_uvloop()  # the loop handler.py runs the worker on; vLLM's raw side runs on it too, as under `vllm serve`
 
-    if args.cold_start_child:
-        from bench.cold_start import child_main
-
-        return child_main()
-    if args.cold_start:
-        from bench.cold_start import run_cold_start_bench
-
-        table, rows = run_cold_start_bench(args.cold_start)
-        print(table)
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump({"cold_starts": rows}, out, indent=2)
-        return
-    if args.sdk:
-        from bench.sdk import run_sdk_bench
-
-        table, rows = run_sdk_bench(
-            args.job_loop, args.concurrency, args.max_tokens, args.jobs, args.rounds, args.max_concurrency
-        )
-        print(table)
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump({"max_tokens": args.max_tokens, "sdk_results": rows}, out, indent=2)
-        return
-    if args.load == "embed":
-        concurrency = max(args.concurrency)
-        load_s, rows = asyncio.run(bench_embeddings(concurrency, args.texts, args.rounds))
-        print(render_embed_table(load_s, rows))
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump({"load": "embed", "load_seconds": load_s, "results": [asdict(r) for r in rows]}, out, indent=2)
-        return
-
-    if args.soak:
-        samples = asyncio.run(soak(args.soak, args.soak_concurrency, args.soak_every))
-        if args.json:
-            with open(args.json, "w") as out:
-                json.dump([{"jobs": n, "seconds": s, "rss_mb": rss} for n, s, rss in samples], out, indent=2)
-        return
-
+def run(args: argparse.Namespace) -> dict:
     load_times: dict[int, float] = {}
     results: list[LoadResult] = []
     for tp in args.tp:
@@ -425,12 +158,5 @@ def main() -> None:
         load_s, rows = asyncio.run(bench_tp(tp, args.concurrency, args.max_tokens, args.jobs, args.rounds))
         load_times[tp] = load_s
         results.extend(rows)
-
     print(render_table(load_times, results, args.max_tokens))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"max_tokens": args.max_tokens, "load_seconds": load_times, "results": [asdict(r) for r in results]}, out, indent=2)
-
-
-if __name__ == "__main__":
-    main()
+    return {"max_tokens": args.max_tokens, "load_seconds": load_times, "results": [asdict(r) for r in results]}

@@ -1,4 +1,4 @@
-"""`python -m bench --sdk`: time to first token through the runpod SDK's real job loop.
+"""`python -m bench sdk`: time to first token through the runpod SDK's real job loop.
 
 It starts the RunPod API stand-in (devtools/runpod_standin.py) on 127.0.0.1, with the clients that submit the
 jobs, in a process of its own at low priority (RunPod's API and its clients are not on the worker's machine:
@@ -22,6 +22,7 @@ vLLM's time whatever the batch and whatever slowed the engine. The README says h
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing
 import os
@@ -334,3 +335,25 @@ def run_sdk_bench(
         standin.stop()
     table = render_sdk_table(results, max_tokens, max_concurrency, load_before, load_after)
     return table, [asdict(r) for r in results]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=64, help="jobs per concurrency level")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--job-loop", nargs="+", choices=["event", "stock"], default=["event"],
+        help="the worker's event-driven job loop, the SDK's own (100 ms poll), or both",
+    )
+    parser.add_argument(
+        "--max-concurrency", type=int, metavar="N",
+        help="the worker's MAX_CONCURRENCY (default: room for every client's job); below --concurrency "
+        "the worker is full and each next job waits for a slot",
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    table, rows = run_sdk_bench(args.job_loop, args.concurrency, args.max_tokens, args.jobs, args.rounds, args.max_concurrency)
+    print(table)
+    return {"max_tokens": args.max_tokens, "sdk_results": rows}

@@ -1,4 +1,4 @@
-"""A stand-in for RunPod's job API on 127.0.0.1, so tests and `python -m bench --sdk` run the
+"""A stand-in for RunPod's job API on 127.0.0.1, so tests and `python -m bench sdk` run the
 worker's REAL production path: the runpod SDK's job loop (JobScaler) with RUNPOD_WEBHOOK_* pointing here
 takes jobs, posts stream chunks and results, and long-polls the stop channel for cancellations.
 It lives in worker/ (not tests/helpers) because the bench, a command users run, needs it too.

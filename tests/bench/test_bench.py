@@ -28,7 +28,7 @@ def run_bench(model, *args: str) -> str:
 def test_bench_runs_and_a_512_token_stream_takes_one_chunk_per_flush_interval(tiny_model, tmp_path):
     out = tmp_path / "bench.json"
     stdout = run_bench(
-        tiny_model, "--concurrency", "1", "4", "--max-tokens", "512", "--jobs", "4", "--rounds", "1", "--json", str(out)
+        tiny_model, "generate", "--concurrency", "1", "4", "--max-tokens", "512", "--jobs", "4", "--rounds", "1", "--json", str(out)
     )
     assert "| TP | load s | conc | path" in stdout
     report = json.loads(out.read_text())
@@ -51,7 +51,7 @@ def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
 
     out = tmp_path / "bench-embed.json"
     model = make_tiny_pooling_model("embedding")
-    stdout = run_bench(model, "--load", "embed", "--texts", "32", "--concurrency", "8", "--rounds", "1", "--json", str(out))
+    stdout = run_bench(model, "embed", "--texts", "32", "--concurrency", "8", "--rounds", "1", "--json", str(out))
     assert "| load s | texts | conc | path   | latency p50 ms" in stdout
     rows = {r["path"]: r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {"worker", "vllm"}
@@ -60,12 +60,12 @@ def test_bench_embedding_load_prints_the_worker_vllm_ratio(tmp_path):
 
 @pytest.mark.slow
 def test_sdk_bench_splits_each_jobs_time_to_first_post(tiny_model, tmp_path):
-    """`--sdk`: jobs go through the SDK's job loop against the stand-in in its own process; every stage of a
+    """`sdk`: jobs go through the SDK's job loop against the stand-in in its own process; every stage of a
     job's time to first POST is measured, and they add up to it (one clock across the two processes). Two
     clients on a worker with room for one: each next job waits for a slot, and every job still ends."""
     out = tmp_path / "bench-sdk.json"
     stdout = run_bench(
-        tiny_model, "--sdk", "--concurrency", "2", "--max-concurrency", "1", "--max-tokens", "8", "--jobs", "6",
+        tiny_model, "sdk", "--concurrency", "2", "--max-concurrency", "1", "--max-tokens", "8", "--jobs", "6",
         "--rounds", "1", "--json", str(out),
     )
     assert "the worker's MAX_CONCURRENCY 1;" in stdout and "| added per job p50 ms |" in stdout

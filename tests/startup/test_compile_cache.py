@@ -1,6 +1,6 @@
 """The compile caches go to the network volume under a key of vLLM version, model, parallel sizes and GPU
 type, follow the same volume path as the model cache, and stay in the container when turned off or when
-there is no volume. (The cold-start figures come from `python -m bench --cold-start`.)"""
+there is no volume. (The cold-start figures come from `python -m bench cold-start`.)"""
 
 from __future__ import annotations
 
