@@ -35,14 +35,34 @@ class Deadline:
             raise self.error() from None
 
     async def each(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
-        """`items`, ending in the timeout JobError once the deadline has passed."""
+        """`items`, ending in the timeout JobError once the deadline has passed. One timer per stream, not one
+        per item (the per-token path stays a flag check): at the deadline it cancels only a wait for the next
+        item, never the caller's own code between two."""
         iterator = aiter(items)
-        while True:
-            try:
-                async with asyncio.timeout_at(self.at):
+        task = asyncio.current_task()
+        state = {"waiting": False, "expired": False}
+
+        def expire() -> None:
+            state["expired"] = True
+            if state["waiting"]:
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_at(self.at, expire)
+        try:
+            while True:
+                if state["expired"]:
+                    raise self.error()
+                state["waiting"] = True
+                try:
                     item = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise self.error() from None
-            yield item
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if state["expired"] and task.uncancel() == 0:  # our cancel, and no one else's
+                        raise self.error() from None
+                    raise
+                finally:
+                    state["waiting"] = False
+                yield item
+        finally:
+            timer.cancel()
