@@ -39,6 +39,8 @@ COMPLETION = {"prompt": "A load balancer", "max_tokens": 16, "temperature": 0}
 RESPONSES = {"input": "Tell me about load balancers.", "max_output_tokens": 16, "temperature": 0}
 MESSAGES = {"messages": [{"role": "user", "content": "Tell me about load balancers."}], "max_tokens": 16,
             "temperature": 0}
+# The anthropic client (2.x) takes no `temperature` argument: it goes in the body as given.
+ANTHROPIC_ARGS = {"messages": MESSAGES["messages"], "max_tokens": 16, "extra_body": {"temperature": 0}}
 
 
 @dataclass
@@ -213,14 +215,16 @@ def test_openai_client_reads_every_route(server, openai_client, run_job):
     completion = openai_client.completions.create(model=server.model, **COMPLETION)
     assert completion.choices[0].text == as_job(run_job, "/v1/completions", {"model": server.model, **COMPLETION})["choices"][0]["text"]
     response = openai_client.responses.create(model=server.model, **RESPONSES)
-    assert response.status == "completed" and response.usage.output_tokens > 0
+    job = as_job(run_job, "/v1/responses", {"model": server.model, **RESPONSES})
+    texts = [part["text"] for item in job["output"] if item["type"] == "message" for part in item["content"]]
+    assert response.output_text == "".join(texts) and response.usage.output_tokens == RESPONSES["max_output_tokens"]
 
 
 def test_anthropic_client_reads_messages_whole_and_streamed(server, anthropic_client, run_job):
     job = as_job(run_job, "/v1/messages", {"model": server.model, **MESSAGES})
-    message = anthropic_client.messages.create(model=server.model, **MESSAGES)
+    message = anthropic_client.messages.create(model=server.model, **ANTHROPIC_ARGS)
     assert [block.text for block in message.content] == [block["text"] for block in job["content"]]
-    with anthropic_client.messages.stream(model=server.model, **MESSAGES) as stream:
+    with anthropic_client.messages.stream(model=server.model, **ANTHROPIC_ARGS) as stream:
         assert "".join(stream.text_stream) == message.content[0].text
         assert stream.get_final_message().stop_reason == message.stop_reason
 
@@ -251,7 +255,7 @@ def test_api_key_is_required_on_every_route_but_ping_and_health(server):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=server.url, api_key="wrong", max_retries=0).messages.create(
-            model=server.model, **MESSAGES)
+            model=server.model, **ANTHROPIC_ARGS)
     for path in ("/v1/models", "/metrics", "/tokenize"):
         assert httpx.get(server.url + path).status_code == 401
     assert httpx.get(server.url + "/ping").status_code == 200
