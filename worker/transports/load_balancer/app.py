@@ -47,15 +47,7 @@ def build_app(lifecycle: Lifecycle) -> Starlette:
         HttpRoute("/metrics", metrics, methods=["GET"]),
         *(HttpRoute(route.path, _endpoint(lifecycle, route), methods=_methods(route)) for route in ROUTES),
     ]
-    async def no_such_route(request: Request, error: HTTPException) -> Response:
-        # In the API's error shape (the clients parse it), naming what is served, as the queue mode's 404 does.
-        served = ", ".join(lifecycle.routes.served) if lifecycle.routes else "the routes of vLLM's OpenAI server"
-        problem = "no such route" if error.status_code == HTTPStatus.NOT_FOUND else f"{request.method} is not allowed"
-        answer = create_error_response(f"{request.url.path}: {problem}; for this model the worker serves {served}",
-                                       err_type=HTTPStatus(error.status_code).phrase,
-                                       status_code=HTTPStatus(error.status_code))
-        return error_response(answer, dialect_of(request.url.path))
-
+    no_such_route = _no_such_route(lifecycle)
     return Starlette(
         routes=routes,
         middleware=[Middleware(Admission, lifecycle=lifecycle)],
@@ -76,3 +68,16 @@ def _endpoint(lifecycle: Lifecycle, route: Route):
 
     endpoint.__name__ = route.serving
     return endpoint
+
+
+def _no_such_route(lifecycle: Lifecycle):
+    async def no_such_route(request: Request, error: HTTPException) -> Response:
+        # In the API's error shape (the clients parse it), naming what is served, as the queue mode's 404 does.
+        served = ", ".join(lifecycle.routes.served) if lifecycle.routes else "the routes of vLLM's OpenAI server"
+        problem = "no such route" if error.status_code == HTTPStatus.NOT_FOUND else f"{request.method} is not allowed"
+        answer = create_error_response(f"{request.url.path}: {problem}; for this model the worker serves {served}",
+                                       err_type=HTTPStatus(error.status_code).phrase,
+                                       status_code=HTTPStatus(error.status_code))
+        return error_response(answer, dialect_of(request.url.path))
+
+    return no_such_route
