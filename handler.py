@@ -21,11 +21,14 @@ if __name__ == "__mp_main__":
 set_default("RUNPOD_LOG_LEVEL", "INFO")
 
 from worker.startup.checks import checked_settings  # noqa: E402
+from worker.transports.load_balancer.server import run_load_balancer  # noqa: E402
 from worker.transports.queue.worker import run_queue_worker  # noqa: E402
 
 
 def main() -> None:
     settings = checked_settings()
+    if settings.endpoint_type == "load_balancer":  # direct HTTP (docs/load-balancing.md): no SDK, no job loop
+        run_load_balancer(settings)
     run_queue_worker(settings, sys.argv[1:])
 
 

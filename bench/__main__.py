@@ -6,7 +6,7 @@ import argparse
 import json
 from types import ModuleType
 
-from bench import cold_start, embed, generation, sdk, soak
+from bench import cold_start, embed, generation, http, sdk, soak
 
 # mode: (module, what it measures)
 MODES: dict[str, tuple[ModuleType, str]] = {
@@ -14,6 +14,7 @@ MODES: dict[str, tuple[ModuleType, str]] = {
     "embed": (embed, "native embed jobs against AsyncLLM.encode (MODEL_NAME: an embedding model)"),
     "soak": (soak, "many short jobs, and each process's RSS as they run"),
     "sdk": (sdk, "submit -> first stream POST through the runpod SDK's job loop (TP 1)"),
+    "http": (http, "streams through the load-balancing HTTP server vs the raw engine and vLLM's own server"),
     "cold-start": (cold_start, "compiled cold starts of fresh containers sharing a volume's compile cache"),
 }
 # The SDK bench points the SDK at its stand-in before anything imports runpod, and sets the loop itself.

@@ -237,6 +237,27 @@ class WorkerSettings(BaseSettings):
         Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)
     ] = Field(default="INFO", description="Level of the worker's own log lines (vLLM and the runpod SDK have theirs).")
 
+    # --- endpoint type (docs/load-balancing.md) -----------------------------------------------------
+    endpoint_type: Literal["queue", "load_balancer"] = Field(
+        default="queue",
+        description="The RunPod endpoint type this worker serves: 'queue' takes jobs from RunPod's queue; "
+        "'load_balancer' serves the same routes over HTTP on PORT, with /ping on PORT_HEALTH. Must match the "
+        "type the endpoint was created with.",
+    )
+    port: int = Field(
+        default=80, ge=1, le=65535,
+        description="load_balancer: the HTTP port of the routes (RunPod's default, 80); expose it on the endpoint.",
+    )
+    port_health: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="load_balancer: the port RunPod's load balancer sends GET /ping to; default PORT.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="load_balancer: a Bearer token (or x-api-key) every request but /ping and /health must carry; "
+        "for a worker reachable other than through RunPod's authenticated gateway. Never logged.",
+    )
+
     # --- OpenAI routes (vLLM's OpenAI server options) ----------------------------------------------
     tool_call_parser: str | None = Field(
         default=None,
@@ -385,6 +406,11 @@ class WorkerSettings(BaseSettings):
     def served_name(self) -> str:
         return self.served_model_name or self.model_name
 
+    @property
+    def health_port(self) -> int:
+        """load_balancer: where GET /ping is answered (PORT_HEALTH, else PORT)."""
+        return self.port_health or self.port
+
     def masked(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets stay masked by SecretStr, and so do ENGINE_ARGS
         entries whose names say they hold one."""
@@ -443,7 +469,7 @@ def describe_settings_error(error: ValidationError) -> list[str]:
         field = str(item["loc"][0])
         env_var = field.upper()
         value = item.get("input")
-        if isinstance(value, SecretStr) or field == "hf_token":
+        if isinstance(value, SecretStr) or field in ("hf_token", "api_key"):
             shown = repr(MASK)
         elif field == "engine_args" and isinstance(value, str):
             shown = "<not shown: it may hold secrets>"

@@ -64,6 +64,7 @@ from vllm.utils.import_utils import import_plugin
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.executor.multiproc_executor import MultiprocExecutor
+from vllm.v1.metrics.prometheus import get_prometheus_registry
 
 __all__ = [
     "AnthropicCountTokensRequest",
@@ -110,6 +111,7 @@ __all__ = [
     "clean_loc_for_param",
     "create_error_response",
     "freeze_gc_heap",
+    "get_prometheus_registry",
     "import_plugin",
     "init_app_state",
     "make_arg_parser",
