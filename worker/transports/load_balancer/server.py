@@ -13,7 +13,6 @@ import signal
 import socket
 import time
 from types import FrameType
-
 from typing import NoReturn
 
 import uvicorn
