@@ -164,8 +164,8 @@ class ResultDeliveries:
 
         def log_lost(details: dict) -> None:
             log.error(
-                "job %s: its %s (%d bytes) was not delivered: %d attempt(s) in %.1f s, the last: %r",
-                job_id, what, size(body), details["tries"], details["elapsed"], details["exception"],
+                "job %s: its %s (%d bytes) was not delivered: %d attempt(s) in %.1f s, the last: %s",
+                job_id, what, size(body), details["tries"], details["elapsed"], described(details["exception"]),
             )
 
         retrying = backoff.on_exception(
@@ -189,6 +189,13 @@ class ResultDeliveries:
     def _forget_result(self, job_id: str, task: asyncio.Task) -> None:
         if self.results.get(job_id) is task:
             del self.results[job_id]
+
+
+def described(error: Exception) -> str:
+    """The failure in a few words: an aiohttp error's repr holds the request's headers, the API key among them."""
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"HTTP {error.status} {error.message}"
+    return f"{type(error).__name__}: {error}"
 
 
 def size(body: str) -> int:
