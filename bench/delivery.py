@@ -1,0 +1,170 @@
+"""`python -m bench --delivery`: are results and streams whole when RunPod's API refuses some of the posts?
+
+The worker as RunPod runs it (`python handler.py`, the real runpod SDK, MODEL_NAME's engine) against the RunPod
+API stand-in (devtools/runpod_standin.py) in this process, twice: with the worker's result delivery
+(worker/transports/queue/delivery.py) and with the SDK's own (RESULT_DELIVERY_TIMEOUT_S=0, "stock"). Each worker
+runs the same jobs (half streamed, greedy) twice: fault-free, then with a share of job-stream and job-done posts
+refused with 503 before the stand-in records them. Per worker it prints:
+
+  completed       jobs with a result, no error, after the refused run (a lost result never comes)
+  intact          ... whose output is the text the same job made fault-free
+  streams intact  streamed jobs whose client saw the fault-free text: no chunk missing, none twice
+  extra s/job     mean submit -> result time of the refused run minus the fault-free run's
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from devtools.runpod_standin import Faults, FakeRunPod
+
+ROOT = Path(__file__).resolve().parents[1]
+# A lost result never arrives: a run ends when every job has one, or when none came for this long.
+QUIET_S = 20.0
+START_TIMEOUT_S = 600.0
+
+
+@dataclass
+class DeliveryResult:
+    delivery: str  # "worker" or "stock"
+    jobs: int
+    streamed: int
+    completed: int
+    intact: int
+    streams_intact: int
+    refused_stream: int
+    refused_done: int
+    posts_after_final: int
+    fault_free_s_per_job: float  # mean submit -> result
+    extra_s_per_job: float
+
+
+def job_input(i: int, max_tokens: int) -> dict:
+    params = {"temperature": 0, "max_tokens": max_tokens}
+    job = {"prompt": f"Job {i}: write about item {i * 7919 % 1000}", "sampling_params": params}
+    return {**job, "stream": True} if i % 2 == 0 else job
+
+
+def text_of(outputs: list[dict]) -> str:
+    return "".join(choice.get("text", "") for output in outputs for choice in output.get("choices", []))
+
+
+class Run:
+    """One batch of jobs submitted at once on the stand-in: when each result arrived."""
+
+    def __init__(self, fake: FakeRunPod, prefix: str, count: int, max_tokens: int) -> None:
+        self.fake, self.ids = fake, [f"{prefix}-{i}" for i in range(count)]
+        self.arrived: dict[str, float] = {}
+        self._any = threading.Event()
+        fake.on_result = self._record
+        for i, job_id in enumerate(self.ids):
+            fake.submit(job_id, job_input(i, max_tokens))
+        while len(self.arrived) < count and self._any.wait(QUIET_S):
+            self._any.clear()
+
+    def _record(self, job_id: str) -> None:
+        self.arrived[job_id] = time.perf_counter()
+        self._any.set()
+
+    def result(self, i: int) -> dict | None:
+        return self.fake.results.get(self.ids[i])
+
+    def streamed_text(self, i: int) -> str:
+        return text_of([post["output"] for post in self.fake.streams.get(self.ids[i], [])])
+
+    def mean_s_per_job(self) -> float:
+        return statistics.mean(self.arrived[j] - self.fake.submitted_at[j] for j in self.ids if j in self.arrived)
+
+
+def start_worker(fake: FakeRunPod, delivery: str, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, **fake.env(), "WARM_START": "true", "PYTHONUNBUFFERED": "1"}
+    if delivery == "stock":
+        env["RESULT_DELIVERY_TIMEOUT_S"] = "0"
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "handler.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def bench_one(delivery: str, jobs: int, max_tokens: int, refused: float, seed: int, log_dir: Path) -> DeliveryResult:
+    fake = FakeRunPod().start()
+    worker = start_worker(fake, delivery, log_dir / f"worker-{delivery}.log")
+    try:
+        fake.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
+        fake.wait_for_results(["warm-up"], timeout=START_TIMEOUT_S)
+        clean = Run(fake, f"{delivery}-fault-free", jobs, max_tokens)
+        fake.set_faults(Faults(stream=refused, done=refused, seed=seed))
+        faulty = Run(fake, f"{delivery}-refused", jobs, max_tokens)
+        return summarize(delivery, fake, clean, faulty, jobs)
+    finally:
+        worker.terminate()
+        worker.wait(120)
+        fake.stop()
+
+
+def summarize(delivery: str, fake: FakeRunPod, clean: Run, faulty: Run, jobs: int) -> DeliveryResult:
+    completed = intact = streams_intact = 0
+    for i in range(jobs):
+        reference, result = clean.result(i), faulty.result(i)
+        if reference is None or "error" in reference:
+            raise RuntimeError(f"job {i} failed without faults: {reference}")
+        done = result is not None and "error" not in result
+        completed += done
+        intact += done and text_of(result["output"]) == text_of(reference["output"])
+        streams_intact += i % 2 == 0 and faulty.streamed_text(i) == clean.streamed_text(i)
+    return DeliveryResult(
+        delivery=delivery,
+        jobs=jobs,
+        streamed=len(range(0, jobs, 2)),
+        completed=completed,
+        intact=intact,
+        streams_intact=streams_intact,
+        refused_stream=fake.refused["stream"],
+        refused_done=fake.refused["done"],
+        posts_after_final=fake.posts_after_final,
+        fault_free_s_per_job=round(clean.mean_s_per_job(), 3),
+        extra_s_per_job=round(faulty.mean_s_per_job() - clean.mean_s_per_job(), 3),
+    )
+
+
+def render(results: list[DeliveryResult], args: argparse.Namespace, load: tuple[float, float]) -> str:
+    lines = [
+        f"{args.jobs} jobs of {args.max_tokens} tokens submitted at once, half streamed, "
+        f"{args.refused:.0%} of job-stream and job-done posts refused with 503 (seed {args.seed}); "
+        f"MODEL_NAME {os.environ.get('MODEL_NAME')}; load average before {load[0]:.2f} / after {load[1]:.2f} (1 min)",
+        "",
+        "| delivery | completed | intact | streams intact | refused stream / done posts | posts after final "
+        "| fault-free s/job | extra s/job |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.delivery} | {r.completed}/{r.jobs} | {r.intact}/{r.jobs} | {r.streams_intact}/{r.streamed} | "
+            f"{r.refused_stream} / {r.refused_done} | {r.posts_after_final} | {r.fault_free_s_per_job:.3f} | "
+            f"{r.extra_s_per_job:+.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench --delivery", description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=60)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--refused", type=float, default=0.3, help="share of stream and result posts refused")
+    parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--variant", nargs="+", choices=["worker", "stock"], default=["worker", "stock"])
+    args = parser.parse_args(argv)
+    if not os.environ.get("MODEL_NAME"):
+        parser.error("set MODEL_NAME (e.g. .models/tiny-llama) to the model the workers serve")
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    load_before = os.getloadavg()[0]
+    results = [bench_one(name, args.jobs, args.max_tokens, args.refused, args.seed, log_dir) for name in args.variant]
+    print(render(results, args, (load_before, os.getloadavg()[0])))
+    print(f"\nworker logs: {log_dir}")
