@@ -15,7 +15,9 @@ refused with 503 before the stand-in records them. Per worker it prints:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -90,7 +92,10 @@ def start_worker(fake: FakeRunPod, delivery: str, log_path: Path) -> subprocess.
     if delivery == "stock":
         env["RESULT_DELIVERY_TIMEOUT_S"] = "0"
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "handler.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: the SDK's heartbeat process outlives the worker's exit, killed with the group below.
+        return subprocess.Popen(
+            [sys.executable, "handler.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def bench_one(delivery: str, jobs: int, max_tokens: int, refused: float, seed: int, log_dir: Path) -> DeliveryResult:
@@ -106,6 +111,8 @@ def bench_one(delivery: str, jobs: int, max_tokens: int, refused: float, seed: i
     finally:
         worker.terminate()
         worker.wait(120)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
         fake.stop()
 
 

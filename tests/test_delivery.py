@@ -125,24 +125,32 @@ def test_with_30_percent_of_results_and_chunks_refused_every_job_completes_with_
     assert platform.posts_after_final == 0
 
 
-def test_a_result_refused_past_the_bound_is_logged_as_lost_and_the_worker_keeps_serving(platform, worker):
-    platform.set_faults(Faults(done=1.0, jobs=frozenset({"refused-for-good"})))
-    platform.submit("refused-for-good", greedy_job(1))
-    until(lambda: platform.refused_by_job["refused-for-good"] >= 1, 120, "the result's first post")
+def test_posts_refused_past_the_bound_are_logged_as_lost_the_stream_stops_whole_and_the_worker_keeps_serving(
+    platform, worker
+):
+    """A streamed job whose every post is refused: its first chunk is given up on after the bound, its stream ends
+    there (no later chunk is posted: no gap), then its result is given up on after the bound too."""
+    platform.set_faults(Faults(stream=1.0, done=1.0, jobs=frozenset({"refused-for-good"})))
+    platform.submit("refused-for-good", greedy_job(0))
+    until(lambda: platform.refused_by_job["refused-for-good"] >= 1, 120, "the job's first post")
     platform.submit("served-meanwhile", greedy_job(2))
     assert "error" not in platform.wait_for_results(["served-meanwhile"], timeout=120)["served-meanwhile"]
 
-    until(lambda: "job refused-for-good: its result" in worker.log(), BOUND_S + 120, "the loss to be logged")
-    lost = re.search(
-        r"job refused-for-good: its result \((\d+) bytes\) was not delivered: (\d+) attempt\(s\) in ([\d.]+) s, "
-        r"the last: HTTP 503",
-        worker.log(),
-    )
-    assert lost, worker.log()[-3000:]
-    assert int(lost[1]) > 0 and int(lost[2]) == platform.refused_by_job["refused-for-good"]
-    assert float(lost[3]) >= BOUND_S, "retried for the whole bound"
-    assert "test-api-key" not in worker.log(), "the failure is logged without the request's headers"
-    assert "refused-for-good" not in platform.results
+    until(lambda: "job refused-for-good: its result" in worker.log(), 2 * BOUND_S + 120, "the result's loss")
+    log = worker.log()
+    for what in ("stream chunk", "result"):
+        lost = re.search(
+            rf"job refused-for-good: its {what} \((\d+) bytes\) was not delivered: \d+ attempt\(s\) in ([\d.]+) s, "
+            r"the last: HTTP 503",
+            log,
+        )
+        assert lost, log[-3000:]
+        assert int(lost[1]) > 0
+        assert float(lost[2]) >= BOUND_S, f"the {what} was retried for the whole bound"
+    assert "job refused-for-good: its stream ends here" in log
+    assert "test-api-key" not in log, "failures are logged without the request's headers"
+    assert "refused-for-good" not in platform.streams and "refused-for-good" not in platform.results
+    assert platform.refused_by_job["refused-for-good"] > 6, "each post was retried, not dropped after 3 attempts"
 
     platform.set_faults(Faults())
     platform.submit("after-the-loss", greedy_job(3))
