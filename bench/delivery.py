@@ -43,6 +43,7 @@ class DeliveryResult:
     completed: int
     intact: int
     streams_intact: int
+    refused_take: int
     refused_stream: int
     refused_done: int
     posts_after_final: int
@@ -94,20 +95,21 @@ def start_worker(fake: FakeRunPod, delivery: str, log_path: Path) -> subprocess.
     with open(log_path, "w") as log:
         # Its own session: the SDK's heartbeat process outlives the worker's exit, killed with the group below.
         return subprocess.Popen(
-            [sys.executable, "handler.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "handler.py"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
 
-def bench_one(delivery: str, jobs: int, max_tokens: int, refused: float, seed: int, log_dir: Path) -> DeliveryResult:
+def bench_one(delivery: str, args: argparse.Namespace, log_dir: Path) -> DeliveryResult:
     fake = FakeRunPod().start()
     worker = start_worker(fake, delivery, log_dir / f"worker-{delivery}.log")
     try:
         fake.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
         fake.wait_for_results(["warm-up"], timeout=START_TIMEOUT_S)
-        clean = Run(fake, f"{delivery}-fault-free", jobs, max_tokens)
-        fake.set_faults(Faults(stream=refused, done=refused, seed=seed))
-        faulty = Run(fake, f"{delivery}-refused", jobs, max_tokens)
-        return summarize(delivery, fake, clean, faulty, jobs)
+        clean = Run(fake, f"{delivery}-fault-free", args.jobs, args.max_tokens)
+        fake.set_faults(Faults(take=args.refused_takes, stream=args.refused, done=args.refused, seed=args.seed))
+        faulty = Run(fake, f"{delivery}-refused", args.jobs, args.max_tokens)
+        return summarize(delivery, fake, clean, faulty, args.jobs)
     finally:
         worker.terminate()
         worker.wait(120)
@@ -133,6 +135,7 @@ def summarize(delivery: str, fake: FakeRunPod, clean: Run, faulty: Run, jobs: in
         completed=completed,
         intact=intact,
         streams_intact=streams_intact,
+        refused_take=fake.refused["take"],
         refused_stream=fake.refused["stream"],
         refused_done=fake.refused["done"],
         posts_after_final=fake.posts_after_final,
@@ -144,18 +147,20 @@ def summarize(delivery: str, fake: FakeRunPod, clean: Run, faulty: Run, jobs: in
 def render(results: list[DeliveryResult], args: argparse.Namespace, load: tuple[float, float]) -> str:
     lines = [
         f"{args.jobs} jobs of {args.max_tokens} tokens submitted at once, half streamed, "
-        f"{args.refused:.0%} of job-stream and job-done posts refused with 503 (seed {args.seed}); "
+        f"{args.refused:.0%} of job-stream and job-done posts and {args.refused_takes:.0%} of job-takes refused "
+        "with 503 "
+        f"(seed {args.seed}); "
         f"MODEL_NAME {os.environ.get('MODEL_NAME')}; load average before {load[0]:.2f} / after {load[1]:.2f} (1 min)",
         "",
-        "| delivery | completed | intact | streams intact | refused stream / done posts | posts after final "
+        "| delivery | completed | intact | streams intact | refused take / stream / done | posts after final "
         "| fault-free s/job | extra s/job |",
         "|:--|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         lines.append(
             f"| {r.delivery} | {r.completed}/{r.jobs} | {r.intact}/{r.jobs} | {r.streams_intact}/{r.streamed} | "
-            f"{r.refused_stream} / {r.refused_done} | {r.posts_after_final} | {r.fault_free_s_per_job:.3f} | "
-            f"{r.extra_s_per_job:+.3f} |"
+            f"{r.refused_take} / {r.refused_stream} / {r.refused_done} | {r.posts_after_final} | "
+            f"{r.fault_free_s_per_job:.3f} | {r.extra_s_per_job:+.3f} |"
         )
     return "\n".join(lines)
 
@@ -165,6 +170,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--refused", type=float, default=0.3, help="share of stream and result posts refused")
+    parser.add_argument("--refused-takes", type=float, default=0.0, help="share of job-take polls refused")
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--variant", nargs="+", choices=["worker", "stock"], default=["worker", "stock"])
     args = parser.parse_args(argv)
@@ -172,6 +178,6 @@ def main(argv: list[str]) -> None:
         parser.error("set MODEL_NAME (e.g. .models/tiny-llama) to the model the workers serve")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     load_before = os.getloadavg()[0]
-    results = [bench_one(name, args.jobs, args.max_tokens, args.refused, args.seed, log_dir) for name in args.variant]
+    results = [bench_one(name, args, log_dir) for name in args.variant]
     print(render(results, args, (load_before, os.getloadavg()[0])))
     print(f"\nworker logs: {log_dir}")
