@@ -99,7 +99,7 @@ class ResultDeliveries:
         self._no_retry_after = math.inf  # time.monotonic(); set at SIGTERM
 
     def stop_retrying_in(self, seconds: float) -> None:
-        """No attempt after a failure starts later than `seconds` from now (a second call keeps the first)."""
+        """From `seconds` from now on, a failed attempt is the last one (a second call keeps the first deadline)."""
         self._no_retry_after = min(self._no_retry_after, time.monotonic() + seconds)
 
     async def send_result(
