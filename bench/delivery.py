@@ -3,13 +3,14 @@
 The worker as RunPod runs it (`python handler.py`, the real runpod SDK, MODEL_NAME's engine) against the RunPod
 API stand-in (devtools/runpod_standin.py) in this process, twice: with the worker's result delivery
 (worker/transports/queue/delivery.py) and with the SDK's own (RESULT_DELIVERY_TIMEOUT_S=0, "stock"). Each worker
-runs the same jobs (half streamed, greedy) twice: fault-free, then with a share of job-stream and job-done posts
-refused with 503 before the stand-in records them. Per worker it prints:
+runs the same jobs (half streamed, greedy, submitted at once) in rounds: fault-free, then with a share of
+job-stream and job-done posts refused with 503 before the stand-in records them. Per worker, over all rounds:
 
-  completed       jobs with a result, no error, after the refused run (a lost result never comes)
+  completed       jobs of the refused runs with a result and no error (a lost result never comes)
   intact          ... whose output is the text the same job made fault-free
   streams intact  streamed jobs whose client saw the fault-free text: no chunk missing, none twice
-  extra s/job     mean submit -> result time of the refused run minus the fault-free run's
+  extra s/job     mean submit -> result time of the refused runs minus the fault-free runs' (a lost result
+                  has no time: it is left out)
 """
 
 from __future__ import annotations
@@ -101,15 +102,21 @@ def start_worker(fake: FakeRunPod, delivery: str, log_path: Path) -> subprocess.
 
 
 def bench_one(delivery: str, args: argparse.Namespace, log_dir: Path) -> DeliveryResult:
+    """One worker: `args.rounds` fault-free runs alternating with as many refused ones (each with its own seed)."""
     fake = FakeRunPod().start()
     worker = start_worker(fake, delivery, log_dir / f"worker-{delivery}.log")
     try:
         fake.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
         fake.wait_for_results(["warm-up"], timeout=START_TIMEOUT_S)
-        clean = Run(fake, f"{delivery}-fault-free", args.jobs, args.max_tokens)
-        fake.set_faults(Faults(take=args.refused_takes, stream=args.refused, done=args.refused, seed=args.seed))
-        faulty = Run(fake, f"{delivery}-refused", args.jobs, args.max_tokens)
-        return summarize(delivery, fake, clean, faulty, args.jobs)
+        clean, refused = [], []
+        for r in range(args.rounds):
+            fake.set_faults(Faults())
+            clean.append(Run(fake, f"{delivery}-fault-free-{r}", args.jobs, args.max_tokens))
+            fake.set_faults(
+                Faults(take=args.refused_takes, stream=args.refused, done=args.refused, seed=args.seed + r)
+            )
+            refused.append(Run(fake, f"{delivery}-refused-{r}", args.jobs, args.max_tokens))
+        return summarize(delivery, fake, clean, refused, args.jobs)
     finally:
         worker.terminate()
         worker.wait(120)
@@ -118,20 +125,24 @@ def bench_one(delivery: str, args: argparse.Namespace, log_dir: Path) -> Deliver
         fake.stop()
 
 
-def summarize(delivery: str, fake: FakeRunPod, clean: Run, faulty: Run, jobs: int) -> DeliveryResult:
+def summarize(delivery: str, fake: FakeRunPod, clean: list[Run], refused: list[Run], jobs: int) -> DeliveryResult:
+    """Every refused run's jobs against the first fault-free run's; times: the mean of the runs' means."""
     completed = intact = streams_intact = 0
     for i in range(jobs):
-        reference, result = clean.result(i), faulty.result(i)
+        reference = clean[0].result(i)
         if reference is None or "error" in reference:
             raise RuntimeError(f"job {i} failed without faults: {reference}")
-        done = result is not None and "error" not in result
-        completed += done
-        intact += done and text_of(result["output"]) == text_of(reference["output"])
-        streams_intact += i % 2 == 0 and faulty.streamed_text(i) == clean.streamed_text(i)
+        for run in refused:
+            result = run.result(i)
+            done = result is not None and "error" not in result
+            completed += done
+            intact += done and text_of(result["output"]) == text_of(reference["output"])
+            streams_intact += i % 2 == 0 and run.streamed_text(i) == clean[0].streamed_text(i)
+    fault_free_s = statistics.mean(run.mean_s_per_job() for run in clean)
     return DeliveryResult(
         delivery=delivery,
-        jobs=jobs,
-        streamed=len(range(0, jobs, 2)),
+        jobs=jobs * len(refused),
+        streamed=len(range(0, jobs, 2)) * len(refused),
         completed=completed,
         intact=intact,
         streams_intact=streams_intact,
@@ -139,14 +150,14 @@ def summarize(delivery: str, fake: FakeRunPod, clean: Run, faulty: Run, jobs: in
         refused_stream=fake.refused["stream"],
         refused_done=fake.refused["done"],
         posts_after_final=fake.posts_after_final,
-        fault_free_s_per_job=round(clean.mean_s_per_job(), 3),
-        extra_s_per_job=round(faulty.mean_s_per_job() - clean.mean_s_per_job(), 3),
+        fault_free_s_per_job=round(fault_free_s, 3),
+        extra_s_per_job=round(statistics.mean(run.mean_s_per_job() for run in refused) - fault_free_s, 3),
     )
 
 
 def render(results: list[DeliveryResult], args: argparse.Namespace, load: tuple[float, float]) -> str:
     lines = [
-        f"{args.jobs} jobs of {args.max_tokens} tokens submitted at once, half streamed, "
+        f"{args.rounds} rounds of {args.jobs} jobs of {args.max_tokens} tokens submitted at once, half streamed, "
         f"{args.refused:.0%} of job-stream and job-done posts and {args.refused_takes:.0%} of job-takes refused "
         "with 503 "
         f"(seed {args.seed}); "
@@ -171,7 +182,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--refused", type=float, default=0.3, help="share of stream and result posts refused")
     parser.add_argument("--refused-takes", type=float, default=0.0, help="share of job-take polls refused")
-    parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--seed", type=int, default=28, help="the first refused round's; each next round's is +1")
+    parser.add_argument("--rounds", type=int, default=3, help="fault-free and refused runs, alternating")
     parser.add_argument("--variant", nargs="+", choices=["worker", "stock"], default=["worker", "stock"])
     args = parser.parse_args(argv)
     if not os.environ.get("MODEL_NAME"):
