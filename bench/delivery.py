@@ -3,20 +3,23 @@
 The worker as RunPod runs it (`python handler.py`, the real runpod SDK, MODEL_NAME's engine) against the RunPod
 API stand-in (devtools/runpod_standin.py) in this process, twice: with the worker's result delivery
 (worker/transports/queue/delivery.py) and with the SDK's own (RESULT_DELIVERY_TIMEOUT_S=0, "stock"). Each worker
-runs the same jobs (half streamed, greedy, submitted at once) in rounds: fault-free, then with a share of
-job-stream and job-done posts refused with 503 before the stand-in records them. Per worker, over all rounds:
+runs `--jobs` jobs (half streamed, greedy, submitted at once) fault-free for the reference outputs, then per
+round two such batches: in each, a share of the job-stream and job-done posts of half its jobs is refused with
+503 before the stand-in records them (the other half the next time), so every job is refused once per round
+and the jobs left alone are the fault-free baseline under the same load. Per worker, over the refused jobs:
 
-  completed       jobs of the refused runs with a result and no error (a lost result never comes)
-  intact          ... whose output is the text the same job made fault-free
-  streams intact  streamed jobs whose client saw the fault-free text: no chunk missing, none twice
-  extra s/job     mean submit -> result time of the refused runs minus the fault-free runs' (a lost result
-                  has no time: it is left out)
+  completed       with a result and no error (a lost result never comes)
+  intact          ... whose output is the reference text of the same job
+  streams intact  streamed jobs whose client saw the reference text: no chunk missing, none twice
+  extra s/job     their mean submit -> result time minus that of the jobs left alone in the same batches
+                  (a lost result has no time: it is left out)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import statistics
@@ -63,17 +66,20 @@ def text_of(outputs: list[dict]) -> str:
 
 
 class Run:
-    """One batch of jobs submitted at once on the stand-in: when each result arrived."""
+    """One batch of jobs submitted at once on the stand-in, `faults` applied to the posts of the jobs numbered in
+    `faulted` only (the others, in the same batch, are the fault-free baseline under the same load)."""
 
-    def __init__(self, fake: FakeRunPod, prefix: str, count: int, max_tokens: int) -> None:
-        self.fake, self.ids = fake, [f"{prefix}-{i}" for i in range(count)]
+    def __init__(self, fake: FakeRunPod, prefix: str, count: int, max_tokens: int, faults: Faults, faulted: set[int]):
+        self.fake, self.ids, self.faulted = fake, [f"{prefix}-{i}" for i in range(count)], faulted
         self.arrived: dict[str, float] = {}
         self._any = threading.Event()
         fake.on_result = self._record
+        fake.set_faults(dataclasses.replace(faults, jobs=frozenset(self.ids[i] for i in faulted)))
         for i, job_id in enumerate(self.ids):
             fake.submit(job_id, job_input(i, max_tokens))
         while len(self.arrived) < count and self._any.wait(QUIET_S):
             self._any.clear()
+        fake.set_faults(Faults())
 
     def _record(self, job_id: str) -> None:
         self.arrived[job_id] = time.perf_counter()
@@ -85,8 +91,10 @@ class Run:
     def streamed_text(self, i: int) -> str:
         return text_of([post["output"] for post in self.fake.streams.get(self.ids[i], [])])
 
-    def mean_s_per_job(self) -> float:
-        return statistics.mean(self.arrived[j] - self.fake.submitted_at[j] for j in self.ids if j in self.arrived)
+    def seconds(self, i: int) -> float | None:
+        """Submit -> result; None for a result that never came."""
+        job_id = self.ids[i]
+        return self.arrived[job_id] - self.fake.submitted_at[job_id] if job_id in self.arrived else None
 
 
 def start_worker(fake: FakeRunPod, delivery: str, log_path: Path) -> subprocess.Popen:
@@ -102,21 +110,21 @@ def start_worker(fake: FakeRunPod, delivery: str, log_path: Path) -> subprocess.
 
 
 def bench_one(delivery: str, args: argparse.Namespace, log_dir: Path) -> DeliveryResult:
-    """One worker: `args.rounds` fault-free runs alternating with as many refused ones (each with its own seed)."""
+    """One worker: a fault-free run (the reference outputs), then `args.rounds` rounds of two batches, each with
+    faults on the posts of half its jobs (two of every four, so half of them streamed), the other half next."""
     fake = FakeRunPod().start()
     worker = start_worker(fake, delivery, log_dir / f"worker-{delivery}.log")
     try:
         fake.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
         fake.wait_for_results(["warm-up"], timeout=START_TIMEOUT_S)
-        clean, refused = [], []
+        reference = Run(fake, f"{delivery}-reference", args.jobs, args.max_tokens, Faults(), set())
+        runs = []
         for r in range(args.rounds):
-            fake.set_faults(Faults())
-            clean.append(Run(fake, f"{delivery}-fault-free-{r}", args.jobs, args.max_tokens))
-            fake.set_faults(
-                Faults(take=args.refused_takes, stream=args.refused, done=args.refused, seed=args.seed + r)
-            )
-            refused.append(Run(fake, f"{delivery}-refused-{r}", args.jobs, args.max_tokens))
-        return summarize(delivery, fake, clean, refused, args.jobs)
+            for half in (0, 1):
+                faults = Faults(take=args.refused_takes, stream=args.refused, done=args.refused, seed=args.seed + r)
+                faulted = {i for i in range(args.jobs) if (i // 2) % 2 == half}
+                runs.append(Run(fake, f"{delivery}-{r}-{half}", args.jobs, args.max_tokens, faults, faulted))
+        return summarize(delivery, fake, reference, runs, args.jobs)
     finally:
         worker.terminate()
         worker.wait(120)
@@ -125,24 +133,28 @@ def bench_one(delivery: str, args: argparse.Namespace, log_dir: Path) -> Deliver
         fake.stop()
 
 
-def summarize(delivery: str, fake: FakeRunPod, clean: list[Run], refused: list[Run], jobs: int) -> DeliveryResult:
-    """Every refused run's jobs against the first fault-free run's; times: the mean of the runs' means."""
+def summarize(delivery: str, fake: FakeRunPod, reference: Run, runs: list[Run], jobs: int) -> DeliveryResult:
+    """Each run's faulted jobs against the reference outputs; their times against the same run's other jobs."""
     completed = intact = streams_intact = 0
+    faulted_s, fault_free_s = [], []
     for i in range(jobs):
-        reference = clean[0].result(i)
-        if reference is None or "error" in reference:
-            raise RuntimeError(f"job {i} failed without faults: {reference}")
-        for run in refused:
+        expected = reference.result(i)
+        if expected is None or "error" in expected:
+            raise RuntimeError(f"job {i} failed without faults: {expected}")
+        for run in runs:
+            if i not in run.faulted:
+                fault_free_s.append(run.seconds(i))
+                continue
             result = run.result(i)
             done = result is not None and "error" not in result
             completed += done
-            intact += done and text_of(result["output"]) == text_of(reference["output"])
-            streams_intact += i % 2 == 0 and run.streamed_text(i) == clean[0].streamed_text(i)
-    fault_free_s = statistics.mean(run.mean_s_per_job() for run in clean)
+            intact += done and text_of(result["output"]) == text_of(expected["output"])
+            streams_intact += i % 2 == 0 and run.streamed_text(i) == reference.streamed_text(i)
+            faulted_s += [run.seconds(i)] if done else []
     return DeliveryResult(
         delivery=delivery,
-        jobs=jobs * len(refused),
-        streamed=len(range(0, jobs, 2)) * len(refused),
+        jobs=sum(len(run.faulted) for run in runs),
+        streamed=sum(1 for run in runs for i in run.faulted if i % 2 == 0),
         completed=completed,
         intact=intact,
         streams_intact=streams_intact,
@@ -150,17 +162,16 @@ def summarize(delivery: str, fake: FakeRunPod, clean: list[Run], refused: list[R
         refused_stream=fake.refused["stream"],
         refused_done=fake.refused["done"],
         posts_after_final=fake.posts_after_final,
-        fault_free_s_per_job=round(fault_free_s, 3),
-        extra_s_per_job=round(statistics.mean(run.mean_s_per_job() for run in refused) - fault_free_s, 3),
+        fault_free_s_per_job=round(statistics.mean(fault_free_s), 3),
+        extra_s_per_job=round(statistics.mean(faulted_s) - statistics.mean(fault_free_s), 3),
     )
 
 
 def render(results: list[DeliveryResult], args: argparse.Namespace, load: tuple[float, float]) -> str:
     lines = [
-        f"{args.rounds} rounds of {args.jobs} jobs of {args.max_tokens} tokens submitted at once, half streamed, "
-        f"{args.refused:.0%} of job-stream and job-done posts and {args.refused_takes:.0%} of job-takes refused "
-        "with 503 "
-        f"(seed {args.seed}); "
+        f"{args.rounds} round(s) of two batches of {args.jobs} jobs of {args.max_tokens} tokens, half streamed, "
+        f"submitted at once; in each batch {args.refused:.0%} of half its jobs' job-stream and job-done posts "
+        f"(and {args.refused_takes:.0%} of job-takes) refused with 503, seed {args.seed}; "
         f"MODEL_NAME {os.environ.get('MODEL_NAME')}; load average before {load[0]:.2f} / after {load[1]:.2f} (1 min)",
         "",
         "| delivery | completed | intact | streams intact | refused take / stream / done | posts after final "
@@ -183,7 +194,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--refused", type=float, default=0.3, help="share of stream and result posts refused")
     parser.add_argument("--refused-takes", type=float, default=0.0, help="share of job-take polls refused")
     parser.add_argument("--seed", type=int, default=28, help="the first refused round's; each next round's is +1")
-    parser.add_argument("--rounds", type=int, default=3, help="fault-free and refused runs, alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds in which each job is refused once")
     parser.add_argument("--variant", nargs="+", choices=["worker", "stock"], default=["worker", "stock"])
     args = parser.parse_args(argv)
     if not os.environ.get("MODEL_NAME"):
