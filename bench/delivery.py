@@ -1,10 +1,10 @@
-"""`python -m bench --delivery`: are results and streams whole when RunPod's API refuses some of the posts?
+"""`python -m bench delivery`: results and streams through the runpod SDK while RunPod's API refuses a share of
+the posts, with the worker's result delivery and with the SDK's own.
 
 The worker as RunPod runs it (`python handler.py`, the real runpod SDK, MODEL_NAME's engine) against the RunPod
-API stand-in (devtools/runpod_standin.py) in this process, twice: with the worker's result delivery
-(worker/transports/queue/delivery.py) and with the SDK's own (RESULT_DELIVERY_TIMEOUT_S=0, "stock"). Each worker
-runs `--jobs` jobs (half streamed, greedy, submitted at once) fault-free for the reference outputs, then per
-round two such batches: in each, a share of the job-stream and job-done posts of half its jobs is refused with
+API stand-in (devtools/runpod_standin.py) in this process, twice: with worker/transports/queue/delivery.py and
+with the SDK's own posting (RESULT_DELIVERY_TIMEOUT_S=0, "stock"). Each worker runs `--jobs` jobs (half
+streamed, greedy, submitted at once) fault-free for the reference outputs, then per round two such batches: in each, a share of the job-stream and job-done posts of half its jobs is refused with
 503 before the stand-in records them (the other half the next time), so every job is refused once per round
 and the jobs left alone are the fault-free baseline under the same load. Per worker, over the refused jobs:
 
@@ -187,20 +187,22 @@ def render(results: list[DeliveryResult], args: argparse.Namespace, load: tuple[
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench --delivery", description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=60)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=60, help="jobs per batch")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--refused", type=float, default=0.3, help="share of stream and result posts refused")
     parser.add_argument("--refused-takes", type=float, default=0.0, help="share of job-take polls refused")
-    parser.add_argument("--seed", type=int, default=28, help="the first refused round's; each next round's is +1")
+    parser.add_argument("--seed", type=int, default=28, help="the first round's; each next round's is +1")
     parser.add_argument("--rounds", type=int, default=1, help="rounds in which each job is refused once")
     parser.add_argument("--variant", nargs="+", choices=["worker", "stock"], default=["worker", "stock"])
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
     if not os.environ.get("MODEL_NAME"):
-        parser.error("set MODEL_NAME (e.g. .models/tiny-llama) to the model the workers serve")
+        raise SystemExit("python -m bench delivery: set MODEL_NAME (e.g. .models/tiny-llama) to the workers' model")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     load_before = os.getloadavg()[0]
     results = [bench_one(name, args, log_dir) for name in args.variant]
     print(render(results, args, (load_before, os.getloadavg()[0])))
     print(f"\nworker logs: {log_dir}")
+    return {"delivery_results": [dataclasses.asdict(r) for r in results]}
