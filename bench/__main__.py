@@ -6,7 +6,7 @@ import argparse
 import json
 from types import ModuleType
 
-from bench import cold_start, embed, generation, http, sdk, soak
+from bench import cold_start, delivery, embed, generation, http, sdk, soak
 
 # mode: (module, what it measures)
 MODES: dict[str, tuple[ModuleType, str]] = {
@@ -16,6 +16,7 @@ MODES: dict[str, tuple[ModuleType, str]] = {
     "sdk": (sdk, "submit -> first stream POST through the runpod SDK's job loop (TP 1)"),
     "http": (http, "streams through the load-balancing HTTP server vs the raw engine and vLLM's own server"),
     "cold-start": (cold_start, "compiled cold starts of fresh containers sharing a volume's compile cache"),
+    "delivery": (delivery, "results and streams through the SDK while RunPod's API refuses a share of the posts"),
 }
 # The SDK bench points the SDK at its stand-in before anything imports runpod, and sets the loop itself.
 OWN_EVENT_LOOP = {"sdk"}

@@ -219,6 +219,18 @@ class WorkerSettings(BaseSettings):
     job_timeout_s: float = Field(
         default=600.0, gt=0, description="A job running longer is aborted and fails with a timeout error."
     )
+    result_delivery_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a job's result, or a stream chunk, is retried while RunPod's API refuses it or cannot be "
+        "reached (the worker serves other jobs meanwhile); 0: the runpod SDK's own 3 attempts.",
+    )
+    result_delivery_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="After SIGTERM, how long results still being delivered are retried before the worker exits; "
+        "anything undelivered then is logged.",
+    )
     stream_flush_interval_ms: float = Field(
         default=250.0,
         ge=0,

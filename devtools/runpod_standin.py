@@ -10,17 +10,23 @@ Endpoints (as the SDK 1.10 calls them):
   GET  /job-take/{worker}?...           one job, or 204        GET /job-take-batch/{worker}?...&batch_size=N
   POST /job-stream/{worker}/{job}?...   one stream chunk       POST /job-done/{worker}/{job}?...   the result
   GET  /job-stop/{worker}?...           {"jobsToStop": [...]}  GET  /ping/{worker}                 heartbeat
+
+Fault injection (`Faults`, given to the constructor or `set_faults`): a share of job-take, job-stream and
+job-done requests is refused with a status before anything is recorded, as a platform blip would refuse
+them; optionally each is delayed first. The refusals follow a seeded random sequence per kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import uvloop
@@ -31,6 +37,19 @@ POLL_S = 0.5
 STOP_POLL_S = 10.0
 
 
+@dataclass(frozen=True)
+class Faults:
+    """What the stand-in refuses: each share is the fraction of that kind of request answered with `status`."""
+
+    take: float = 0.0  # job-take (and job-take-batch) polls
+    stream: float = 0.0  # job-stream posts
+    done: float = 0.0  # job-done posts (final results)
+    status: int = 503
+    delay_s: float = 0.0  # before each take, stream and done request is answered (refused or not)
+    seed: int = 0
+    jobs: frozenset[str] | None = None  # only these jobs' stream and done posts (None: every job's)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,7 +57,7 @@ def free_port() -> int:
 
 
 class FakeRunPod:
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults | None = None) -> None:
         self.port = free_port()
         self.pending: list[dict[str, Any]] = []
         self.taken: dict[str, float] = {}  # time.perf_counter() when the worker took the job
@@ -60,6 +79,13 @@ class FakeRunPod:
         self._job_arrived: asyncio.Event | None = None  # made on the server's loop
         # Called (on the server's thread) with a job id when its result arrives: lets a caller wait without polling.
         self.on_result: Callable[[str], None] | None = None
+        self.faults = Faults()
+        self._fault_draws: dict[str, random.Random] = {}
+        self.refused: Counter[str] = Counter()  # refused requests by kind: "take", "stream", "done"
+        self.refused_by_job: Counter[str] = Counter()  # refused stream and done posts by job id
+        # Stream or done posts that arrived after the job's result was recorded (RunPod ignores them).
+        self.posts_after_final = 0
+        self.set_faults(faults or Faults())
 
     # --- test side -------------------------------------------------------------------------------
     def start(self) -> "FakeRunPod":
@@ -81,6 +107,12 @@ class FakeRunPod:
             self.submitted_at[job_id] = time.perf_counter()
             self.pending.append({"id": job_id, "input": job_input})
         self._loop.call_soon_threadsafe(self._job_arrived.set)  # answer a waiting job-take now
+
+    def set_faults(self, faults: Faults) -> None:
+        """From now on refuse (and delay) requests as `faults` says; each kind's draws restart from the seed."""
+        with self._lock:
+            self.faults = faults
+            self._fault_draws = {kind: random.Random(f"{faults.seed}-{kind}") for kind in ("take", "stream", "done")}
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
@@ -127,7 +159,24 @@ class FakeRunPod:
         self._ready.set()
         self._loop.run_forever()
 
+    async def _refusal(self, kind: str, job_id: str | None = None) -> web.Response | None:
+        """The refusal this request gets under the current faults (after their delay), or None to serve it."""
+        faults = self.faults
+        if faults.delay_s:
+            await asyncio.sleep(faults.delay_s)
+        with self._lock:
+            if job_id is not None and faults.jobs is not None and job_id not in faults.jobs:
+                return None
+            if self._fault_draws[kind].random() >= getattr(faults, kind):
+                return None
+            self.refused[kind] += 1
+            if job_id is not None:
+                self.refused_by_job[job_id] += 1
+        return web.Response(status=faults.status, text="refused by the stand-in's fault injection")
+
     async def _take(self, request: web.Request) -> web.Response:
+        if (refusal := await self._refusal("take")) is not None:
+            return refusal
         wanted = int(request.query.get("batch_size", "1"))
         deadline = time.monotonic() + POLL_S
         while True:
@@ -152,19 +201,31 @@ class FakeRunPod:
         return web.json_response(body)
 
     async def _stream(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job"]
+        if (refusal := await self._refusal("stream", job_id)) is not None:
+            return refusal
         payload = json.loads(await request.text())
         with self._lock:
-            self.first_stream_at.setdefault(request.match_info["job"], time.perf_counter())
-            self.streams[request.match_info["job"]].append(payload)
+            if job_id in self.results:  # the job is over: RunPod's stream for it has ended
+                self.posts_after_final += 1
+                return web.Response(text="ok")
+            self.first_stream_at.setdefault(job_id, time.perf_counter())
+            self.streams[job_id].append(payload)
         return web.Response(text="ok")
 
     async def _done(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job"]
+        if (refusal := await self._refusal("done", job_id)) is not None:
+            return refusal
         payload = json.loads(await request.text())
         with self._lock:
-            self.results[request.match_info["job"]] = payload
-            self.result_counts[request.match_info["job"]] += 1
+            self.result_counts[job_id] += 1
+            if job_id in self.results:  # RunPod keeps a finished job's first result and ignores the rest
+                self.posts_after_final += 1
+                return web.Response(text="ok")
+            self.results[job_id] = payload
         if self.on_result is not None:
-            self.on_result(request.match_info["job"])
+            self.on_result(job_id)
         return web.Response(text="ok")
 
     async def _stop(self, request: web.Request) -> web.Response:

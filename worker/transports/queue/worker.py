@@ -11,6 +11,7 @@ from config.settings import WorkerSettings
 from worker.engine.handle import EngineHandle, EngineStartError
 from worker.engine.shutdown import exit_now
 from worker.jobs.dispatch import JobHandler
+from worker.transports.queue.delivery import install as install_result_delivery
 from worker.transports.queue.fitness import register_fitness_checks, run_fitness_checks_now
 from worker.transports.queue.job_loop import install as install_event_driven_job_loop
 from worker.transports.queue.job_loop import use_uvloop
@@ -31,6 +32,7 @@ def run_queue_worker(settings: WorkerSettings, argv: list[str]) -> None:
     jobs = JobHandler(settings, engine)
     exit_code = 0
     install_event_driven_job_loop()  # a taken job starts at once, not on the SDK's next 100 ms tick
+    install_result_delivery(settings.result_delivery_timeout_s, settings.result_delivery_grace_s)
     use_uvloop()
     try:
         runpod.serverless.start(
