@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.runpod_standin import Faults, FakeRunPod
+from devtools.runpod_standin import FakeRunPod, Faults
 
 ROOT = Path(__file__).resolve().parents[1]
 # A lost result never arrives: a run ends when every job has one, or when none came for this long.
