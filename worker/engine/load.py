@@ -73,7 +73,7 @@ def job_target(load: EngineLoad, target: int, cap: int, calm: bool) -> int:
     Never below the running requests plus one, so a worker always takes its next job; never above `cap`."""
     if load.saturated:
         wanted = load.running + ready_jobs(load.running)
-    elif calm:
+    elif calm and load.has_room:
         wanted = load.running + headroom(load.running)
         if load.max_running:
             wanted = min(wanted, load.max_running + ready_jobs(load.max_running))

@@ -145,7 +145,7 @@ class BackgroundProgressFile:
 class EventDrivenJobScaler(SDK_JOB_SCALER):
     """The SDK's JobScaler whose `run_jobs` waits on events instead of polling every 100 ms."""
 
-    _next_job: asyncio.Task | None = None  # a `jobs_queue.get()` waiting while there is room for a job
+    _next_job: asyncio.Task | None = None  # a `jobs_queue.get()` waiting for the next job taken
     _loop: asyncio.AbstractEventLoop | None = None
     _stop_monitor: asyncio.Task | None = None  # the SDK's stop-channel loop, while it runs
 
@@ -214,8 +214,9 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
         last_task_count = 0
         try:
             while self.is_alive() or not self.jobs_queue.empty():
-                # Start every queued job there is room for, as the SDK does.
-                while len(tasks) < self.current_concurrency and not self.jobs_queue.empty():
+                # Start every queued job: get_jobs took it because there was room then, and a target that
+                # shrank since (CONCURRENCY_MODE=adaptive) is better met by taking no more than by holding it.
+                while not self.jobs_queue.empty():
                     self._start_job(session, self.jobs_queue.get_nowait(), tasks)
                 if tasks and len(tasks) != last_task_count:
                     rp_scale.log.info(f"Jobs in progress: {len(tasks)}")
@@ -224,11 +225,11 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
                 wake_on: set[asyncio.Future] = set(tasks)
                 if not stopping.done():
                     wake_on.add(stopping)
-                if self.is_alive() and len(tasks) < self.current_concurrency:
+                if self.is_alive():
                     if self._next_job is None:
                         self._next_job = asyncio.ensure_future(self.jobs_queue.get())
                     wake_on.add(self._next_job)
-                if not wake_on:  # stopping, nothing running, and a concurrency of 0 leaves queued jobs waiting
+                if not wake_on:  # stopping with nothing running: asyncio.wait needs something to wait on
                     await asyncio.sleep(STOP_CHECK_S)
                     continue
                 done, _ = await asyncio.wait(wake_on, return_when=asyncio.FIRST_COMPLETED, timeout=STOP_CHECK_S)

@@ -1,0 +1,146 @@
+"""The adaptive job target (worker/engine/load.py) on plain numbers, and the SDK-facing modifier
+(worker/transports/queue/concurrency.py) fed by a real vLLM stat logger's interface. No engine: fast."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from config.settings import load_settings
+from worker.engine.load import (
+    CALM_STEPS,
+    KV_HIGH_WATER,
+    KV_LOW_WATER,
+    MIN_HEADROOM,
+    EngineLoad,
+    EngineLoadSignal,
+    LoadController,
+    job_target,
+)
+from worker.transports.queue.concurrency import AdaptiveConcurrency, FixedConcurrency, concurrency_modifier
+from worker.vllm_api import SchedulerStats, StatLoggerBase
+
+CAP = 64
+
+
+def test_requests_waiting_hold_the_target_at_the_running_requests_plus_a_few_ready_jobs():
+    assert job_target(EngineLoad(running=8, waiting=3, max_running=8), target=40, cap=CAP, calm=False) == 10
+    assert job_target(EngineLoad(running=4, waiting=1, max_running=4), target=6, cap=CAP, calm=True) == 5
+
+
+def test_a_kv_cache_at_its_high_water_mark_holds_the_target_even_with_nothing_waiting():
+    load = EngineLoad(running=20, waiting=0, kv_cache_usage=KV_HIGH_WATER, max_running=256)
+    assert job_target(load, target=60, cap=CAP, calm=True) == 25
+
+
+def test_room_for_long_enough_grows_the_target_by_headroom_up_to_what_the_engine_can_run():
+    assert job_target(EngineLoad(running=0, max_running=256), target=1, cap=CAP, calm=True) == MIN_HEADROOM
+    assert job_target(EngineLoad(running=10, max_running=256), target=12, cap=CAP, calm=True) == 15
+    # max_num_seqs 8: never more than 8 running plus 2 ready, however long the room lasts
+    assert job_target(EngineLoad(running=7, max_running=8), target=9, cap=CAP, calm=True) == 10
+    # ... and a target it had is kept: room does not shrink it
+    assert job_target(EngineLoad(running=1, max_running=256), target=30, cap=CAP, calm=True) == 30
+
+
+def test_room_not_yet_long_enough_or_kv_between_the_marks_keeps_the_target():
+    assert job_target(EngineLoad(running=10, max_running=256), target=12, cap=CAP, calm=False) == 12
+    between = EngineLoad(running=10, kv_cache_usage=(KV_LOW_WATER + KV_HIGH_WATER) / 2, max_running=256)
+    assert job_target(between, target=12, cap=CAP, calm=True) == 12
+
+
+def test_never_below_the_running_requests_plus_one_and_never_above_the_cap():
+    # a job with n=8 runs 8 requests: the worker still takes its next job
+    assert job_target(EngineLoad(running=8, max_running=256), target=2, cap=CAP, calm=False) == 9
+    assert job_target(EngineLoad(running=200, waiting=50, max_running=256), target=64, cap=CAP, calm=False) == CAP
+    assert job_target(EngineLoad(running=0, waiting=0), target=1, cap=1, calm=True) == 1
+
+
+def test_the_controller_grows_only_after_calm_steps_and_shrinks_at_once():
+    controller = LoadController(cap=CAP)
+    assert controller.target == MIN_HEADROOM  # before the engine's first step
+    room = EngineLoad(running=1, max_running=8)
+    targets = [controller.update(room) for _ in range(CALM_STEPS + 1)]
+    assert targets == [MIN_HEADROOM] * (CALM_STEPS - 1) + [3, 3]
+    assert controller.update(EngineLoad(running=3, max_running=8)) == 5, "still calm: headroom over 3 running"
+    assert controller.update(EngineLoad(running=4, waiting=2, max_running=8)) == 5
+    # one step with room between a request ending and a ready job's admission does not grow it back
+    assert controller.update(EngineLoad(running=3, max_running=8)) == 5
+    assert controller.update(EngineLoad(running=4, waiting=1, max_running=8)) == 5
+
+
+def test_the_controller_does_not_flap_on_kv_usage_between_the_marks():
+    controller = LoadController(cap=CAP)
+    controller.target = 30
+    assert controller.update(EngineLoad(running=24, kv_cache_usage=0.95, max_running=256)) == 30
+    swings = [KV_LOW_WATER + 0.01, KV_HIGH_WATER - 0.01] * 5
+    assert {controller.update(EngineLoad(running=24, kv_cache_usage=kv, max_running=256)) for kv in swings} == {30}
+
+
+def stat_logger_of(signal: EngineLoadSignal, max_num_seqs: int, engine_index: int = 0) -> StatLoggerBase:
+    """The logger vLLM builds from the factory the worker passes to AsyncLLM.from_engine_args."""
+    vllm_config = SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
+    return signal.stat_logger(vllm_config, engine_index)
+
+
+def record(logger: StatLoggerBase, running: int, waiting: int, kv: float = 0.1, engine_idx: int = 0) -> None:
+    stats = SchedulerStats(num_running_reqs=running, num_waiting_reqs=waiting, kv_cache_usage=kv)
+    logger.record(stats, None, engine_idx=engine_idx)
+
+
+def test_the_stat_logger_is_vllms_interface_and_sums_data_parallel_engines():
+    signal = EngineLoadSignal()
+    first, second = stat_logger_of(signal, 8, 0), stat_logger_of(signal, 8, 1)
+    assert isinstance(first, StatLoggerBase)
+    record(first, 8, 2, kv=0.5, engine_idx=0)
+    record(second, 3, 0, kv=0.7, engine_idx=1)
+    assert signal.latest == EngineLoad(running=11, waiting=2, kv_cache_usage=0.7, max_running=16)
+    first.record(None, None, engine_idx=0)  # a step whose stats went to another front-end: no change
+    assert signal.latest.running == 11
+
+
+def test_the_adaptive_modifier_follows_the_engine_logs_changes_and_wakes_a_full_loop(caplog):
+    signal = EngineLoadSignal()
+    logger = stat_logger_of(signal, 4)
+    modifier = AdaptiveConcurrency(signal, cap=CAP)
+    wake_ups = []
+    modifier.notify_on_change(lambda: wake_ups.append(modifier(0)))
+    with caplog.at_level(logging.INFO, logger="worker.transports.queue.concurrency"):
+        for _ in range(CALM_STEPS):
+            record(logger, 2, 0)  # the running requests plus one at once, then headroom once calm
+        assert modifier(1) == 4 and wake_ups == [3, 4]
+        for _ in range(5):  # the same load, step after step: one line
+            record(logger, 4, 3)
+        assert modifier(4) == 5 and wake_ups == [3, 4, 5]
+        record(logger, 2, 1)
+        assert modifier(5) == 3 and wake_ups == [3, 4, 5], "a shrinking target wakes nothing"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "job target 2 -> 3 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
+        "job target 3 -> 4 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
+        "job target 4 -> 5 (engine: 4 running, 3 waiting, KV cache 10%; cap 64)",
+        "job target 5 -> 3 (engine: 2 running, 1 waiting, KV cache 10%; cap 64)",
+    ]
+
+
+@pytest.mark.parametrize("mode, event_driven, expected", [
+    ("adaptive", True, AdaptiveConcurrency),
+    ("fixed", True, FixedConcurrency),
+    ("adaptive", False, FixedConcurrency),  # the SDK's own loop would drain the worker on every change
+])
+def test_concurrency_mode_picks_the_modifier(mode, event_driven, expected, caplog):
+    settings = load_settings(model_name="m", concurrency_mode=mode, max_concurrency=12)
+    modifier = concurrency_modifier(settings, EngineLoadSignal(), event_driven)
+    assert type(modifier) is expected
+    if expected is FixedConcurrency:
+        assert modifier(1) == 12
+    assert ("needs the worker's own job loop" in caplog.text) == (mode == "adaptive" and not event_driven)
+
+
+def test_adaptive_is_the_default_and_a_bad_mode_names_the_env_var():
+    from config.errors import SettingsError
+
+    assert load_settings(model_name="m").concurrency_mode == "adaptive"
+    with pytest.raises(SettingsError, match=r"CONCURRENCY_MODE='auto'.*allowed: adaptive, fixed"):
+        load_settings(model_name="m", concurrency_mode="auto")
