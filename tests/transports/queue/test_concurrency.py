@@ -1,5 +1,6 @@
 """The adaptive job target (worker/engine/load.py) on plain numbers, and the SDK-facing modifier
-(worker/transports/queue/concurrency.py) fed by a real vLLM stat logger's interface. No engine: fast."""
+(worker/transports/queue/concurrency.py) fed through vLLM's stat logger interface: no engine, fast. Then a
+burst through `python handler.py` (the SDK's real job loop) against the RunPod stand-in, per mode."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from config.settings import load_settings
+from tests.helpers import ROOT, worker_env
+from tests.helpers.fake_runpod import FakeRunPod, WorkerProcess
 from worker.engine.load import (
     CALM_STEPS,
     KV_HIGH_WATER,
@@ -144,3 +147,59 @@ def test_adaptive_is_the_default_and_a_bad_mode_names_the_env_var():
     assert load_settings(model_name="m").concurrency_mode == "adaptive"
     with pytest.raises(SettingsError, match=r"CONCURRENCY_MODE='auto'.*allowed: adaptive, fixed"):
         load_settings(model_name="m", concurrency_mode="auto")
+
+
+# --- a burst through the worker's real job loop, per CONCURRENCY_MODE ------------------------------------------
+
+ENGINE_LIMIT = 4  # MAX_NUM_SEQS: the requests the engine runs at once
+WORKER_CAP = 8  # MAX_CONCURRENCY
+# Adaptive holds at most the engine's limit plus its ready jobs (load.ready_jobs: 1 at 4) while jobs queue.
+SLACK = 2
+BURST = 20
+
+
+def burst_job(i: int) -> dict:
+    return {"prompt": f"Burst {i}: describe item {i * 31}", "sampling_params": {"temperature": 0, "max_tokens": 48, "ignore_eos": True}}
+
+
+def run_burst(tiny_model, log_path, mode: str) -> tuple[dict[str, str], list[int], dict, str]:
+    """One worker in `mode` takes a burst of BURST jobs queued at once: each job's text, what the worker held
+    at each take and result while jobs still queued, one job's metrics, and the worker's log."""
+    platform = FakeRunPod().start()
+    worker_id = f"{mode}-worker"
+    env = worker_env(
+        tiny_model, WARM_START="true", CONCURRENCY_MODE=mode, MAX_CONCURRENCY=str(WORKER_CAP),
+        MAX_NUM_SEQS=str(ENGINE_LIMIT), **platform.env(RUNPOD_POD_ID=worker_id),
+    )
+    process = WorkerProcess(ROOT, env, log_path)
+    try:
+        platform.submit("warm", {"prompt": "warm", "sampling_params": {"max_tokens": 2}})
+        platform.wait_for_results(["warm"], timeout=240)
+        ids = [f"burst-{i}" for i in range(BURST)]
+        platform.submit_burst([(job_id, burst_job(i)) for i, job_id in enumerate(ids)])
+        results = platform.wait_for_results(ids, timeout=300)
+        held = [count for count in platform.held_while_queued(worker_id)]
+        texts = {}
+        for job_id in ids:
+            assert "error" not in results[job_id], results[job_id]
+            output = results[job_id]["output"]
+            texts[job_id] = "".join(c["text"] for chunk in output for c in chunk["choices"])
+        return texts, held, results[ids[-1]]["output"][-1]["metrics"], process.log()
+    except TimeoutError:
+        raise AssertionError(process.log()[-5000:]) from None
+    finally:
+        process.stop()
+        platform.stop()
+
+
+@pytest.mark.slow
+def test_adaptive_holds_what_the_engine_runs_fixed_holds_max_concurrency_same_outputs(tiny_model, tmp_path):
+    adaptive_texts, adaptive_held, metrics, adaptive_log = run_burst(tiny_model, tmp_path / "adaptive.log", "adaptive")
+    fixed_texts, fixed_held, _, fixed_log = run_burst(tiny_model, tmp_path / "fixed.log", "fixed")
+
+    assert adaptive_held and max(adaptive_held) <= ENGINE_LIMIT + SLACK, adaptive_held
+    assert max(fixed_held) == WORKER_CAP, fixed_held
+    assert adaptive_texts == fixed_texts, "every job's output is the same in both modes"
+    assert {"engine_running", "engine_waiting"} <= set(metrics), metrics
+    assert "job target" in adaptive_log and "job target" not in fixed_log
+    print(f"\nheld while jobs queued: adaptive max {max(adaptive_held)}, fixed max {max(fixed_held)}")
