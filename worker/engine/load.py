@@ -11,7 +11,7 @@ each stat logger it was built with; `EngineLoadSignal.stat_logger` is one (Engin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from worker.vllm_api import SchedulerStats, StatLoggerBase
 
@@ -84,7 +84,11 @@ def job_target(load: EngineLoad, target: int, cap: int, calm: bool) -> int:
 
 
 class LoadController:
-    """`job_target` applied to each engine step's load, with the CALM_STEPS count it needs."""
+    """`job_target` applied to each engine step's load, with the CALM_STEPS count it needs.
+
+    A backlog is requests waiting in two steps in a row: a request that reaches the engine during a step shows
+    as waiting in that step's stats and is admitted in the next (taken for a backlog, the target flapped between
+    two values on every job). Such a step does not count as room either."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -93,9 +97,10 @@ class LoadController:
         self._calm_steps = 0
 
     def update(self, load: EngineLoad) -> int:
+        steady = replace(load, waiting=min(load.waiting, self.load.waiting))
         self.load = load
         self._calm_steps = self._calm_steps + 1 if load.has_room else 0
-        self.target = job_target(load, self.target, self.cap, calm=self._calm_steps >= CALM_STEPS)
+        self.target = job_target(steady, self.target, self.cap, calm=self._calm_steps >= CALM_STEPS)
         return self.target
 
 

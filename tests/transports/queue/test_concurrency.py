@@ -60,17 +60,26 @@ def test_never_below_the_running_requests_plus_one_and_never_above_the_cap():
     assert job_target(EngineLoad(running=0, waiting=0), target=1, cap=1, calm=True) == 1
 
 
-def test_the_controller_grows_only_after_calm_steps_and_shrinks_at_once():
+def test_the_controller_grows_only_after_calm_steps_and_shrinks_once_requests_wait_two_steps():
     controller = LoadController(cap=CAP)
     assert controller.target == MIN_HEADROOM  # before the engine's first step
     room = EngineLoad(running=1, max_running=8)
     targets = [controller.update(room) for _ in range(CALM_STEPS + 1)]
     assert targets == [MIN_HEADROOM] * (CALM_STEPS - 1) + [3, 3]
     assert controller.update(EngineLoad(running=3, max_running=8)) == 5, "still calm: headroom over 3 running"
-    assert controller.update(EngineLoad(running=4, waiting=2, max_running=8)) == 5
-    # one step with room between a request ending and a ready job's admission does not grow it back
-    assert controller.update(EngineLoad(running=3, max_running=8)) == 5
-    assert controller.update(EngineLoad(running=4, waiting=1, max_running=8)) == 5
+    backlog = EngineLoad(running=3, waiting=3, max_running=8)
+    assert [controller.update(backlog) for _ in range(2)] == [5, 4], "a backlog from its second step on"
+    # one step with room (a request ended, a waiting one went in) does not grow it back
+    assert controller.update(EngineLoad(running=3, max_running=8)) == 4
+    assert controller.update(backlog) == 4
+
+
+def test_a_request_waiting_one_step_is_no_backlog():
+    """A job reaching the engine mid-step shows as waiting in that step's stats only: no flapping target."""
+    controller = LoadController(cap=CAP)
+    controller.target = 5
+    steps = [EngineLoad(running=3, waiting=1, max_running=4), EngineLoad(running=4, max_running=4)] * 5
+    assert {controller.update(load) for load in steps} == {5}
 
 
 def test_the_controller_does_not_flap_on_kv_usage_between_the_marks():
