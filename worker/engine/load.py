@@ -86,9 +86,12 @@ def job_target(load: EngineLoad, target: int, cap: int, calm: bool) -> int:
 class LoadController:
     """`job_target` applied to each engine step's load, with the CALM_STEPS count it needs.
 
-    A backlog is requests waiting in two steps in a row: a request that reaches the engine during a step shows
-    as waiting in that step's stats and is admitted in the next (taken for a backlog, the target flapped between
-    two values on every job). Such a step does not count as room either."""
+    It looks at two steps at once, as one step's stats show passing states (taken at face value, the target
+    flapped between two values on every job here):
+    - a backlog is requests waiting in both: a request that reaches the engine during a step shows as waiting in
+      that step's stats and is admitted in the next (such a step does not count as room either);
+    - the running requests are the larger count: a step in which one ends shows one fewer, and the waiting
+      request that takes its place starts in the next."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -97,7 +100,7 @@ class LoadController:
         self._calm_steps = 0
 
     def update(self, load: EngineLoad) -> int:
-        steady = replace(load, waiting=min(load.waiting, self.load.waiting))
+        steady = replace(load, waiting=min(load.waiting, self.load.waiting), running=max(load.running, self.load.running))
         self.load = load
         self._calm_steps = self._calm_steps + 1 if load.has_room else 0
         self.target = job_target(steady, self.target, self.cap, calm=self._calm_steps >= CALM_STEPS)

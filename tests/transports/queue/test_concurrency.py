@@ -82,6 +82,14 @@ def test_a_request_waiting_one_step_is_no_backlog():
     assert {controller.update(load) for load in steps} == {5}
 
 
+def test_a_request_ending_while_others_wait_does_not_shrink_the_target():
+    """The step a request ends in shows one running fewer, before the waiting one takes its place."""
+    controller = LoadController(cap=CAP)
+    controller.target = 5
+    full, one_ended = EngineLoad(running=4, waiting=1, max_running=4), EngineLoad(running=3, waiting=1, max_running=4)
+    assert {controller.update(load) for load in [full, full, one_ended, full, one_ended, full]} == {5}
+
+
 def test_the_controller_does_not_flap_on_kv_usage_between_the_marks():
     controller = LoadController(cap=CAP)
     controller.target = 30
@@ -125,6 +133,7 @@ def test_the_adaptive_modifier_follows_the_engine_logs_changes_and_wakes_a_full_
         for _ in range(5):  # the same load, step after step: one line
             record(logger, 4, 3)
         assert modifier(4) == 5 and wake_ups == [3, 4, 5]
+        record(logger, 2, 1)
         record(logger, 2, 1)
         assert modifier(5) == 3 and wake_ups == [3, 4, 5], "a shrinking target wakes nothing"
     lines = [r.getMessage() for r in caplog.records]
