@@ -55,17 +55,23 @@ class BurstRun:
 
 
 class WorkerProcess:
-    """`python handler.py` in `mode` against `platform`, pinned to `core`; its log in `log_dir`."""
+    """`python handler.py` against `platform`, pinned to `core`, in a folder of its own under `log_dir` (the
+    SDK keeps its jobs in progress in a file in the working directory: on RunPod each worker has its own, and
+    a worker sharing another's takes that one's jobs for its own); its log there too."""
 
     def __init__(self, platform: FakeRunPod, worker_id: str, core: int, log_dir: Path, **env: str) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_WEBHOOK")}
         full_env.update(PYTHONUNBUFFERED="1", VLLM_CPU_OMP_THREADS_BIND=str(core), **env)
         full_env.update(platform.env(RUNPOD_POD_ID=worker_id))
+        if Path(full_env["MODEL_NAME"]).exists():  # a local folder: relative to this process's directory
+            full_env["MODEL_NAME"] = str(Path(full_env["MODEL_NAME"]).resolve())
+        workdir = log_dir / worker_id
+        workdir.mkdir()
         self.log_path = log_dir / f"{worker_id}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "handler.py"], cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+            [sys.executable, "-u", str(ROOT / "handler.py")], cwd=workdir, env=full_env, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}),
         )
 
     def stop(self) -> None:

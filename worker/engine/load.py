@@ -41,13 +41,22 @@ class EngineLoad:
     max_running: int = 0  # vLLM's max_num_seqs (summed over data-parallel engines); 0 = not known yet
 
     @property
+    def full(self) -> bool:
+        """Running as many requests as vLLM's max_num_seqs lets it."""
+        return bool(self.max_running) and self.running >= self.max_running
+
+    @property
     def saturated(self) -> bool:
-        return self.waiting > 0 or self.kv_cache_usage >= KV_HIGH_WATER
+        # Requests waiting while slots are free are not waiting for capacity: they reached the engine mid-step,
+        # or their prefills share one step's token budget (max_num_batched_tokens) and start in the next few
+        # (taken for a backlog, the target dropped below max_num_seqs each time a burst's ended jobs were
+        # replaced). A KV cache too full to admit them shows at its high water mark.
+        waiting_for_a_slot = self.waiting > 0 and (self.full or not self.max_running)
+        return waiting_for_a_slot or self.kv_cache_usage >= KV_HIGH_WATER
 
     @property
     def has_room(self) -> bool:
-        full = self.max_running and self.running >= self.max_running
-        return self.waiting == 0 and self.kv_cache_usage < KV_LOW_WATER and not full
+        return self.waiting == 0 and self.kv_cache_usage < KV_LOW_WATER and not self.full
 
 
 def ready_jobs(running: int) -> int:

@@ -28,9 +28,11 @@ from worker.vllm_api import SchedulerStats, StatLoggerBase
 CAP = 64
 
 
-def test_requests_waiting_hold_the_target_at_the_running_requests_plus_a_few_ready_jobs():
+def test_requests_waiting_for_a_slot_hold_the_target_at_the_running_requests_plus_a_few_ready_jobs():
     assert job_target(EngineLoad(running=8, waiting=3, max_running=8), target=40, cap=CAP, calm=False) == 10
     assert job_target(EngineLoad(running=4, waiting=1, max_running=4), target=6, cap=CAP, calm=True) == 5
+    assert job_target(EngineLoad(running=4, waiting=1), target=6, cap=CAP, calm=False) == 5, "max_num_seqs unknown"
+    assert job_target(EngineLoad(running=4, waiting=1, max_running=8), target=6, cap=CAP, calm=False) == 6, "a slot free"
 
 
 def test_a_kv_cache_at_its_high_water_mark_holds_the_target_even_with_nothing_waiting():
@@ -60,18 +62,30 @@ def test_never_below_the_running_requests_plus_one_and_never_above_the_cap():
     assert job_target(EngineLoad(running=0, waiting=0), target=1, cap=1, calm=True) == 1
 
 
-def test_the_controller_grows_only_after_calm_steps_and_shrinks_once_requests_wait_two_steps():
+def test_the_controller_grows_only_after_calm_steps():
     controller = LoadController(cap=CAP)
     assert controller.target == MIN_HEADROOM  # before the engine's first step
     room = EngineLoad(running=1, max_running=8)
     targets = [controller.update(room) for _ in range(CALM_STEPS + 1)]
     assert targets == [MIN_HEADROOM] * (CALM_STEPS - 1) + [3, 3]
     assert controller.update(EngineLoad(running=3, max_running=8)) == 5, "still calm: headroom over 3 running"
-    backlog = EngineLoad(running=3, waiting=3, max_running=8)
-    assert [controller.update(backlog) for _ in range(2)] == [5, 4], "a backlog from its second step on"
-    # one step with room (a request ended, a waiting one went in) does not grow it back
-    assert controller.update(EngineLoad(running=3, max_running=8)) == 4
-    assert controller.update(backlog) == 4
+
+
+def test_the_controller_shrinks_once_requests_wait_two_steps_for_a_slot():
+    controller = LoadController(cap=CAP)
+    controller.target = 20
+    backlog = EngineLoad(running=8, waiting=3, max_running=8)
+    assert [controller.update(backlog) for _ in range(2)] == [20, 10], "a backlog from its second step on"
+    # one step with a slot free (a request ended, a waiting one goes in next) does not grow it back
+    assert controller.update(EngineLoad(running=7, max_running=8)) == 10
+    assert controller.update(backlog) == 10
+
+
+def test_requests_waiting_while_slots_are_free_are_no_backlog():
+    """Prefills sharing a step's token budget wait a step or two with slots free: the target stays."""
+    controller = LoadController(cap=CAP)
+    controller.target = 10
+    assert {controller.update(EngineLoad(running=5, waiting=3, max_running=8)) for _ in range(4)} == {10}
 
 
 def test_a_request_waiting_one_step_is_no_backlog():
@@ -133,15 +147,15 @@ def test_the_adaptive_modifier_follows_the_engine_logs_changes_and_wakes_a_full_
         for _ in range(5):  # the same load, step after step: one line
             record(logger, 4, 3)
         assert modifier(4) == 5 and wake_ups == [3, 4, 5]
-        record(logger, 2, 1)
-        record(logger, 2, 1)
+        record(logger, 2, 0, kv=0.95)
+        record(logger, 2, 0, kv=0.95)
         assert modifier(5) == 3 and wake_ups == [3, 4, 5], "a shrinking target wakes nothing"
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "job target 2 -> 3 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
         "job target 3 -> 4 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
         "job target 4 -> 5 (engine: 4 running, 3 waiting, KV cache 10%; cap 64)",
-        "job target 5 -> 3 (engine: 2 running, 1 waiting, KV cache 10%; cap 64)",
+        "job target 5 -> 3 (engine: 2 running, 0 waiting, KV cache 95%; cap 64)",
     ]
 
 
@@ -189,7 +203,10 @@ def run_burst(tiny_model, log_path, mode: str) -> tuple[dict[str, str], list[int
         tiny_model, WARM_START="true", CONCURRENCY_MODE=mode, MAX_CONCURRENCY=str(WORKER_CAP),
         MAX_NUM_SEQS=str(ENGINE_LIMIT), **platform.env(RUNPOD_POD_ID=worker_id),
     )
-    process = WorkerProcess(ROOT, env, log_path)
+    # Its own working directory: the SDK's file of jobs in progress there starts empty.
+    workdir = log_path.parent / mode
+    workdir.mkdir()
+    process = WorkerProcess(ROOT, env, log_path, cwd=workdir)
     try:
         platform.submit("warm", {"prompt": "warm", "sampling_params": {"max_tokens": 2}})
         platform.wait_for_results(["warm"], timeout=240)
