@@ -21,6 +21,7 @@ from worker.engine.load import (
     EngineLoadSignal,
     LoadController,
     job_target,
+    ready_jobs,
 )
 from worker.transports.queue.concurrency import AdaptiveConcurrency, FixedConcurrency, concurrency_modifier
 from worker.vllm_api import SchedulerStats, StatLoggerBase
@@ -29,22 +30,24 @@ CAP = 64
 
 
 def test_requests_waiting_for_a_slot_hold_the_target_at_the_running_requests_plus_a_few_ready_jobs():
-    assert job_target(EngineLoad(running=8, waiting=3, max_running=8), target=40, cap=CAP, calm=False) == 10
-    assert job_target(EngineLoad(running=4, waiting=1, max_running=4), target=6, cap=CAP, calm=True) == 5
-    assert job_target(EngineLoad(running=4, waiting=1), target=6, cap=CAP, calm=False) == 5, "max_num_seqs unknown"
+    assert job_target(EngineLoad(running=8, waiting=3, max_running=8), target=40, cap=CAP, calm=False) == 12
+    assert job_target(EngineLoad(running=4, waiting=1, max_running=4), target=9, cap=CAP, calm=True) == 6
+    assert job_target(EngineLoad(running=4, waiting=1), target=9, cap=CAP, calm=False) == 6, "max_num_seqs unknown"
     assert job_target(EngineLoad(running=4, waiting=1, max_running=8), target=6, cap=CAP, calm=False) == 6, "a slot free"
 
 
 def test_a_kv_cache_at_its_high_water_mark_holds_the_target_even_with_nothing_waiting():
     load = EngineLoad(running=20, waiting=0, kv_cache_usage=KV_HIGH_WATER, max_running=256)
-    assert job_target(load, target=60, cap=CAP, calm=True) == 25
+    assert job_target(load, target=60, cap=CAP, calm=True) == 30
 
 
 def test_room_for_long_enough_grows_the_target_by_headroom_up_to_what_the_engine_can_run():
     assert job_target(EngineLoad(running=0, max_running=256), target=1, cap=CAP, calm=True) == MIN_HEADROOM
     assert job_target(EngineLoad(running=10, max_running=256), target=12, cap=CAP, calm=True) == 15
-    # max_num_seqs 8: never more than 8 running plus 2 ready, however long the room lasts
-    assert job_target(EngineLoad(running=7, max_running=8), target=9, cap=CAP, calm=True) == 10
+    # never past max_num_seqs plus its ready jobs, however long the room lasts
+    for limit in (1, 2, 4, 8, 64):
+        grown = [job_target(EngineLoad(running=r, max_running=limit), 1, cap=1000, calm=True) for r in range(limit)]
+        assert max(grown) <= limit + ready_jobs(limit), (limit, grown)
     # ... and a target it had is kept: room does not shrink it
     assert job_target(EngineLoad(running=1, max_running=256), target=30, cap=CAP, calm=True) == 30
 
@@ -64,10 +67,10 @@ def test_never_below_the_running_requests_plus_one_and_never_above_the_cap():
 
 def test_the_controller_grows_only_after_calm_steps():
     controller = LoadController(cap=CAP)
-    assert controller.target == MIN_HEADROOM  # before the engine's first step
+    assert controller.target == 1, "before the engine's first step: the one job that starts a lazy engine"
     room = EngineLoad(running=1, max_running=8)
-    targets = [controller.update(room) for _ in range(CALM_STEPS + 1)]
-    assert targets == [MIN_HEADROOM] * (CALM_STEPS - 1) + [3, 3]
+    assert CALM_STEPS == 2
+    assert [controller.update(room) for _ in range(3)] == [2, 1 + MIN_HEADROOM, 1 + MIN_HEADROOM]
     assert controller.update(EngineLoad(running=3, max_running=8)) == 5, "still calm: headroom over 3 running"
 
 
@@ -75,10 +78,10 @@ def test_the_controller_shrinks_once_requests_wait_two_steps_for_a_slot():
     controller = LoadController(cap=CAP)
     controller.target = 20
     backlog = EngineLoad(running=8, waiting=3, max_running=8)
-    assert [controller.update(backlog) for _ in range(2)] == [20, 10], "a backlog from its second step on"
+    assert [controller.update(backlog) for _ in range(2)] == [20, 12], "a backlog from its second step on"
     # one step with a slot free (a request ended, a waiting one goes in next) does not grow it back
-    assert controller.update(EngineLoad(running=7, max_running=8)) == 10
-    assert controller.update(backlog) == 10
+    assert controller.update(EngineLoad(running=7, max_running=8)) == 12
+    assert controller.update(backlog) == 12
 
 
 def test_requests_waiting_while_slots_are_free_are_no_backlog():
@@ -99,17 +102,17 @@ def test_a_request_waiting_one_step_is_no_backlog():
 def test_a_request_ending_while_others_wait_does_not_shrink_the_target():
     """The step a request ends in shows one running fewer, before the waiting one takes its place."""
     controller = LoadController(cap=CAP)
-    controller.target = 5
+    controller.target = 6
     full, one_ended = EngineLoad(running=4, waiting=1, max_running=4), EngineLoad(running=3, waiting=1, max_running=4)
-    assert {controller.update(load) for load in [full, full, one_ended, full, one_ended, full]} == {5}
+    assert {controller.update(load) for load in [full, full, one_ended, full, one_ended, full]} == {6}
 
 
 def test_the_controller_does_not_flap_on_kv_usage_between_the_marks():
     controller = LoadController(cap=CAP)
-    controller.target = 30
-    assert controller.update(EngineLoad(running=24, kv_cache_usage=0.95, max_running=256)) == 30
+    controller.target = 36
+    assert controller.update(EngineLoad(running=24, kv_cache_usage=0.95, max_running=256)) == 36
     swings = [KV_LOW_WATER + 0.01, KV_HIGH_WATER - 0.01] * 5
-    assert {controller.update(EngineLoad(running=24, kv_cache_usage=kv, max_running=256)) for kv in swings} == {30}
+    assert {controller.update(EngineLoad(running=24, kv_cache_usage=kv, max_running=256)) for kv in swings} == {36}
 
 
 def stat_logger_of(signal: EngineLoadSignal, max_num_seqs: int, engine_index: int = 0) -> StatLoggerBase:
@@ -144,18 +147,19 @@ def test_the_adaptive_modifier_follows_the_engine_logs_changes_and_wakes_a_full_
         for _ in range(CALM_STEPS):
             record(logger, 2, 0)  # the running requests plus one at once, then headroom once calm
         assert modifier(1) == 4 and wake_ups == [3, 4]
-        for _ in range(5):  # the same load, step after step: one line
+        for _ in range(5):  # the same load, step after step: no line after the second
             record(logger, 4, 3)
-        assert modifier(4) == 5 and wake_ups == [3, 4, 5]
+        assert modifier(4) == 6 and wake_ups == [3, 4, 5, 6]
         record(logger, 2, 0, kv=0.95)
         record(logger, 2, 0, kv=0.95)
-        assert modifier(5) == 3 and wake_ups == [3, 4, 5], "a shrinking target wakes nothing"
+        assert modifier(6) == 3 and wake_ups == [3, 4, 5, 6], "a shrinking target wakes nothing"
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        "job target 2 -> 3 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
+        "job target 1 -> 3 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
         "job target 3 -> 4 (engine: 2 running, 0 waiting, KV cache 10%; cap 64)",
         "job target 4 -> 5 (engine: 4 running, 3 waiting, KV cache 10%; cap 64)",
-        "job target 5 -> 3 (engine: 2 running, 0 waiting, KV cache 95%; cap 64)",
+        "job target 5 -> 6 (engine: 4 running, 3 waiting, KV cache 10%; cap 64)",
+        "job target 6 -> 3 (engine: 2 running, 0 waiting, KV cache 95%; cap 64)",
     ]
 
 
