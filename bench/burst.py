@@ -219,8 +219,10 @@ def run_burst_bench(modes: list[str], jobs: int, max_tokens: int, engine_limit: 
     runs: list[BurstRun] = []
     before = os.getloadavg()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-burst-"))
-    for mode in modes:
-        runs += run_mode(mode, jobs, max_tokens, engine_limit, cap, second_after, cores, log_dir)
+    for index, mode in enumerate(modes):  # a mode may be given more than once (runs alternated on a busy machine)
+        mode_dir = log_dir / f"{index + 1}-{mode}"
+        mode_dir.mkdir()
+        runs += run_mode(mode, jobs, max_tokens, engine_limit, cap, second_after, cores, mode_dir)
     after = os.getloadavg()
     table = render_burst_table(runs, jobs, max_tokens, engine_limit, cap, second_after, (before[0], after[0]))
     table += f"\nworkers' logs: {log_dir}"
