@@ -6,7 +6,7 @@ import argparse
 import json
 from types import ModuleType
 
-from bench import cold_start, delivery, embed, generation, http, sdk, soak
+from bench import burst, cold_start, delivery, embed, generation, http, sdk, soak
 
 # mode: (module, what it measures)
 MODES: dict[str, tuple[ModuleType, str]] = {
@@ -15,6 +15,7 @@ MODES: dict[str, tuple[ModuleType, str]] = {
     "soak": (soak, "many short jobs, and each process's RSS as they run"),
     "sdk": (sdk, "submit -> first stream POST through the runpod SDK's job loop (TP 1)"),
     "http": (http, "streams through the load-balancing HTTP server vs the raw engine and vLLM's own server"),
+    "burst": (burst, "a burst queued at once at the RunPod stand-in, per CONCURRENCY_MODE; then a second worker starting late"),
     "cold-start": (cold_start, "compiled cold starts of fresh containers sharing a volume's compile cache"),
     "delivery": (delivery, "results and streams through the SDK while RunPod's API refuses a share of the posts"),
 }

@@ -205,6 +205,13 @@ class WorkerSettings(BaseSettings):
     max_concurrency: int = Field(
         default=64, ge=1, le=4096, description="Jobs this worker runs at once (they share the engine)."
     )
+    concurrency_mode: Annotated[
+        Literal["adaptive", "fixed"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    ] = Field(
+        default="adaptive",
+        description="adaptive: take only the jobs the engine can start now (up to MAX_CONCURRENCY), leaving the "
+        "rest queued at RunPod for its autoscaler and other workers; fixed: always hold MAX_CONCURRENCY jobs.",
+    )
     default_max_tokens: int = Field(
         default=2048,
         ge=1,
@@ -502,6 +509,8 @@ def _allowed_values(field: str) -> str:
         return TP_SIZE_ALLOWED
     if field == "worker_log_level":
         return "DEBUG, INFO, WARNING, ERROR"
+    if field == "concurrency_mode":
+        return "adaptive, fixed"
     if field == "dtype":
         return ", ".join(DTYPE_CHOICES)
     return info.description or ""

@@ -69,6 +69,11 @@ class FakeRunPod:
         # time.perf_counter() of each job's submit and of its first stream POST's arrival (the bench's TTFT).
         self.submitted_at: dict[str, float] = {}
         self.first_stream_at: dict[str, float] = {}
+        # Which worker took each job, and after every take and first result: (time.perf_counter(), jobs still
+        # queued here, jobs each worker holds = taken, no result yet). What CONCURRENCY_MODE changes.
+        self.taken_by: dict[str, str] = {}
+        self.holding: list[tuple[float, int, dict[str, int]]] = []
+        self._held: Counter[str] = Counter()
         self._lock = threading.Lock()
         # RunPod's API runs on other machines; this one shares the worker's cores (2 in CI), so it serves on
         # uvloop, the cheaper loop (the README's SDK bench section has what that changed at 8 concurrent jobs).
@@ -113,6 +118,24 @@ class FakeRunPod:
         with self._lock:
             self.faults = faults
             self._fault_draws = {kind: random.Random(f"{faults.seed}-{kind}") for kind in ("take", "stream", "done")}
+
+    def submit_burst(self, jobs: list[tuple[str, Any]]) -> None:
+        """Queue every (id, input) at once: no take is answered before the last is queued."""
+        with self._lock:
+            now = time.perf_counter()
+            for job_id, job_input in jobs:
+                self.submitted_at[job_id] = now
+                self.pending.append({"id": job_id, "input": job_input})
+        self._loop.call_soon_threadsafe(self._job_arrived.set)
+
+    def held_while_queued(self, worker: str | None = None) -> list[int]:
+        """The jobs all workers (or `worker`) held at each take and result while jobs were still queued here."""
+        with self._lock:
+            return [
+                sum(held.values()) if worker is None else held.get(worker, 0)
+                for _, queued, held in self.holding
+                if queued > 0
+            ]
 
     def cancel(self, job_id: str) -> None:
         with self._lock:
@@ -189,6 +212,10 @@ class FakeRunPod:
                 del self.pending[:wanted]
                 for job in jobs:
                     self.taken[job["id"]] = time.perf_counter()
+                    self.taken_by[job["id"]] = request.match_info["worker"]
+                    self._held[request.match_info["worker"]] += 1
+                if jobs:
+                    self._note_holding()
             if jobs or time.monotonic() > deadline:
                 break
             try:
@@ -199,6 +226,9 @@ class FakeRunPod:
             return web.Response(status=204)
         body = jobs if request.path.startswith("/job-take-batch/") else jobs[0]
         return web.json_response(body)
+
+    def _note_holding(self) -> None:  # under self._lock
+        self.holding.append((time.perf_counter(), len(self.pending), dict(self._held)))
 
     async def _stream(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job"]
@@ -223,6 +253,9 @@ class FakeRunPod:
             if job_id in self.results:  # RunPod keeps a finished job's first result and ignores the rest
                 self.posts_after_final += 1
                 return web.Response(text="ok")
+            if job_id in self.taken_by:
+                self._held[self.taken_by[job_id]] -= 1
+                self._note_holding()
             self.results[job_id] = payload
         if self.on_result is not None:
             self.on_result(job_id)

@@ -64,7 +64,9 @@ from vllm.utils.import_utils import import_plugin
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.executor.multiproc_executor import MultiprocExecutor
+from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.prometheus import get_prometheus_registry
+from vllm.v1.metrics.stats import SchedulerStats
 
 __all__ = [
     "AnthropicCountTokensRequest",
@@ -102,7 +104,9 @@ __all__ = [
     "RerankRequest",
     "ResponsesRequest",
     "SamplingParams",
+    "SchedulerStats",
     "ScoreRequest",
+    "StatLoggerBase",
     "TokenizeRequest",
     "ToolParserManager",
     "UsageContext",

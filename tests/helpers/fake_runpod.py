@@ -15,12 +15,15 @@ __all__ = ["FakeRunPod", "WorkerProcess", "free_port"]
 class WorkerProcess:
     """`python handler.py` (production mode against a FakeRunPod, or with `args`), output captured to a file."""
 
-    def __init__(self, root: Path, env: dict[str, str], log_path: Path, args: list[str] | None = None) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str], log_path: Path, args: list[str] | None = None, cwd: Path | None = None
+    ) -> None:
+        """`cwd`: where it runs (default `root`); the SDK keeps its jobs in progress in a file there."""
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "handler.py", *(args or [])],
-            cwd=root,
+            [sys.executable, "-u", str(root / "handler.py"), *(args or [])],
+            cwd=cwd or root,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -26,6 +26,7 @@ def test_non_stream_result_has_text_finish_reason_usage_and_metrics(run_job):
     metrics = result["metrics"]
     assert metrics["time_to_first_token_ms"] >= 0
     assert metrics["total_ms"] > 0
+    assert metrics["engine_running"] >= 0 and metrics["engine_waiting"] >= 0  # the engine's, as the job went in
 
 
 def test_stream_yields_deltas_and_a_final_chunk_equal_to_the_whole_text(run_job):

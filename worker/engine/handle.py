@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from config.settings import WorkerSettings
+from worker.engine.load import EngineLoadSignal
 from worker.model_files.adapters import Adapter
 from worker.startup.cluster import join_failure
 from worker.startup.prepare import prepare_engine
@@ -66,6 +67,7 @@ class EngineHandle:
         self.load_seconds: float | None = None
         self.adapters: list[Adapter] = []  # LORA_MODULES, fetched, once the engine is built
         self.start_phases: dict[str, float] = {}  # seconds per phase of the engine build
+        self.load = EngineLoadSignal()  # the engine's running/waiting requests, from its per-step stats
 
     @property
     def engine(self) -> AsyncLLM | None:
@@ -101,7 +103,7 @@ class EngineHandle:
         args, self.adapters = prepared.args, prepared.adapters
         phases.record_vllm_phases()
         try:
-            engine = AsyncLLM.from_engine_args(args)
+            engine = AsyncLLM.from_engine_args(args, stat_loggers=[self.load.stat_logger])
         except Exception as error:
             waited = time.perf_counter() - started
             if self.settings.in_cluster and waited >= self.settings.cluster_join_timeout_s:

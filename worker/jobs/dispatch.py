@@ -100,7 +100,7 @@ class JobHandler:
     async def _run_native(self, job_input: Any, job_id: str, clock: JobClock) -> AsyncIterator[Any]:
         wait_started = time.perf_counter()
         engine = await self.engine.get()
-        clock.engine_ready(time.perf_counter() - wait_started)
+        clock.engine_ready(time.perf_counter() - wait_started, self.engine.load.latest)
         limits = self._input_limits(engine)
         async for chunk in native_job_chunks(engine, self.engine.adapters, self.settings, limits, job_input, job_id, clock):
             yield chunk
@@ -126,7 +126,7 @@ class JobHandler:
         job = parse_pooling_job(job_input)
         wait_started = time.perf_counter()
         routes = self._openai or await self._routes()  # built once; pooling jobs are short, each µs shows
-        clock.engine_ready(time.perf_counter() - wait_started)
+        clock.engine_ready(time.perf_counter() - wait_started, self.engine.load.latest)
         call = route_call(job, self.settings.served_name)
         engine = routes.engine
         deadline = Deadline(self.settings.job_timeout_s)

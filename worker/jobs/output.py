@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.engine.load import EngineLoad
 from worker.vllm_api import Logprob, RequestOutput
 
 
@@ -35,10 +36,12 @@ class JobClock:
     engine_wait_s: float = 0.0  # time spent waiting for the engine to start (cold start)
     first_token: float | None = None
     last_token: float | None = None
+    engine_load: EngineLoad | None = None  # the engine's running/waiting requests as the job went in
 
-    def engine_ready(self, waited_s: float) -> None:
+    def engine_ready(self, waited_s: float, load: EngineLoad | None = None) -> None:
         self.started = time.perf_counter()
         self.engine_wait_s = waited_s
+        self.engine_load = load
 
     def token_seen(self) -> None:
         now = time.perf_counter()
@@ -107,8 +110,16 @@ def job_metrics(clock: JobClock, completion_tokens: int, last: RequestOutput | N
     stats = getattr(last, "metrics", None)
     if stats is not None and getattr(stats, "scheduled_ts", 0) and getattr(stats, "queued_ts", 0):
         metrics["queue_ms"] = round(max(0.0, stats.scheduled_ts - stats.queued_ts) * 1000, 2)
+    metrics.update(engine_load_metrics(clock))
     metrics["total_ms"] = round((time.perf_counter() - clock.received) * 1000, 2)
     return metrics
+
+
+def engine_load_metrics(clock: JobClock) -> dict[str, int]:
+    """The engine's running and waiting requests when the job went in (its latest step's), if known."""
+    if clock.engine_load is None:
+        return {}
+    return {"engine_running": clock.engine_load.running, "engine_waiting": clock.engine_load.waiting}
 
 
 async def stream_chunks(

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from worker.jobs.output import JobClock
+from worker.jobs.output import JobClock, engine_load_metrics
 from worker.requests.errors import JobError, from_validation_error, invalid_input
 from worker.vllm_api import PoolingParams
 
@@ -158,6 +158,7 @@ def pooling_result(job: PoolingJobInput, response: dict[str, Any], clock: JobClo
     metrics: dict[str, Any] = {}
     if clock.engine_wait_s > 0.001:
         metrics["engine_start_wait_ms"] = round(clock.engine_wait_s * 1000, 2)
+    metrics.update(engine_load_metrics(clock))
     metrics["total_ms"] = round((time.perf_counter() - clock.received) * 1000, 2)
     result["metrics"] = metrics
     return result

@@ -208,22 +208,66 @@ def test_shutdown_drains_running_jobs_before_the_loop_returns():
     assert JobsProgress().get_job_count() == 0
 
 
-def test_a_job_after_the_sdk_resizes_its_queue_still_starts():
-    """The SDK swaps in a new queue when the concurrency modifier's answer changes; the loop must not
-    keep waiting on the old one."""
+def test_a_grown_concurrency_applies_while_jobs_run():
+    """The SDK's set_scale swaps in a new queue when the modifier's answer changes, once every job in progress
+    has ended; the loop applies the answer at once (CONCURRENCY_MODE=adaptive changes it with the engine's load)."""
 
     async def scenario():
         jobs = FakeJobs()
-        answers = iter([1, 1, 1])
-        async with running_scaler(jobs, lambda current: next(answers, 5)) as scaler:
-            await until(lambda: scaler.jobs_queue.maxsize == 5)
-            jobs.add("after-resize")
-            await until(lambda: jobs.running == {"after-resize"})
-            jobs.finish("after-resize")
-            await until(lambda: jobs.finished == ["after-resize"])
+        answer = [1]
+        async with running_scaler(jobs, lambda current: answer[0]):
+            jobs.add("first")
+            await until(lambda: jobs.running == {"first"})
+            answer[0] = 3
+            jobs.add("second")
+            jobs.add("third")
+            await until(lambda: jobs.running == {"first", "second", "third"})  # "first" has not ended
+            for job_id in ("first", "second", "third"):
+                jobs.finish(job_id)
+            await until(lambda: len(jobs.finished) == 3)
         return jobs
 
-    assert run(scenario()).finished == ["after-resize"]
+    assert run(scenario()).max_running == 3
+
+
+class GrowingModifier:
+    """A modifier that, like concurrency.AdaptiveConcurrency, tells the loop when its answer grows."""
+
+    def __init__(self) -> None:
+        self.answer = 1
+        self._wake_ups = []
+
+    def __call__(self, current: int) -> int:
+        return self.answer
+
+    def notify_on_change(self, wake_up) -> None:
+        self._wake_ups.append(wake_up)
+
+    def grow(self, answer: int) -> None:
+        self.answer = answer
+        for wake_up in self._wake_ups:
+            wake_up()
+
+
+def test_a_full_worker_takes_a_job_as_soon_as_the_modifier_says_its_target_grew(monkeypatch):
+    # The full worker otherwise asks again only after a job ends or STOP_CHECK_S: made longer than until()'s wait.
+    monkeypatch.setattr(job_loop, "STOP_CHECK_S", 60.0)
+
+    async def scenario():
+        jobs = FakeJobs()
+        modifier = GrowingModifier()
+        async with running_scaler(jobs, modifier):
+            jobs.add("running")
+            jobs.add("next")
+            await until(lambda: jobs.running == {"running"})
+            modifier.grow(2)
+            await until(lambda: jobs.running == {"running", "next"})
+            jobs.finish("running")
+            jobs.finish("next")
+            await until(lambda: len(jobs.finished) == 2)
+        return jobs
+
+    assert sorted(run(scenario()).finished) == ["next", "running"]
 
 
 def test_an_idle_worker_stops_when_told():

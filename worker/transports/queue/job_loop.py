@@ -19,7 +19,12 @@ writer, so its in-memory set is the truth; the file follows within PROGRESS_WRIT
 The SDK's job-take loop (`get_jobs`) sleeps 1 s whenever the worker is full, so a slot freed meanwhile
 waits up to 1 s for the next job (a full worker ran about its concurrency in jobs per second at most). It
 calls `set_scale` first on each turn: EventDrivenJobScaler's waits there, while the worker is full, for a job
-to end, so the turn finds room and takes the next job at once.
+to end (or the concurrency modifier's target to grow), so the turn finds room and takes the next job at once.
+
+The SDK's `set_scale` also swaps in a new job queue whenever the modifier's answer changes, after waiting for
+every job in progress to end: a worker whose concurrency follows its engine's load (CONCURRENCY_MODE=adaptive,
+concurrency.py) would drain again and again. EventDrivenJobScaler's queue is unbounded instead and never
+swapped: `get_jobs` takes only the room there is (concurrency minus occupancy), which bounds it.
 
 `install()` makes `runpod.serverless.start` use it, only on the SDK code it was written against
 (`PINNED_JOB_SCALER_SHA256`, `PINNED_JOBS_PROGRESS_SHA256`); on any other it logs a warning and keeps the
@@ -140,13 +145,16 @@ class BackgroundProgressFile:
 class EventDrivenJobScaler(SDK_JOB_SCALER):
     """The SDK's JobScaler whose `run_jobs` waits on events instead of polling every 100 ms."""
 
-    _next_job: asyncio.Task | None = None  # a `jobs_queue.get()` waiting while there is room for a job
+    _next_job: asyncio.Task | None = None  # a `jobs_queue.get()` waiting for the next job taken
     _loop: asyncio.AbstractEventLoop | None = None
     _stop_monitor: asyncio.Task | None = None  # the SDK's stop-channel loop, while it runs
 
     def __init__(self, config: dict) -> None:
         super().__init__(config)
-        self._job_ended = asyncio.Event()  # set as each job ends: room for the next
+        self.jobs_queue = asyncio.Queue()  # unbounded, never swapped (see the module's doc); empty at this point
+        self._job_ended = asyncio.Event()  # set as each job ends, or the target grows: room for the next
+        if hasattr(self.concurrency_modifier, "notify_on_change"):  # an adaptive modifier (concurrency.py)
+            self.concurrency_modifier.notify_on_change(self._job_ended.set)
 
     def kill_worker(self) -> None:
         """The SDK's stop (SIGTERM/SIGINT), which also ends the stop channel's long poll (RunPod holds that poll
@@ -171,15 +179,12 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
             self._stop_monitor = None
 
     async def set_scale(self) -> None:
-        """The SDK's, and while the worker is full, a wait for a job to end. The SDK's `get_jobs` calls this
-        first on each turn, then sleeps 1 s if it finds no room, however soon a job ends."""
+        """The concurrency modifier's answer (without the SDK's queue swap), and while the worker is full, a
+        wait for a job to end. The SDK's `get_jobs` calls this first on each turn, then sleeps 1 s if it finds
+        no room, however soon a job ends."""
         while True:
             self._job_ended.clear()
-            queue = self.jobs_queue
-            await super().set_scale()
-            if self.jobs_queue is not queue and self._next_job is not None:
-                # The SDK swapped in a new (empty) queue: stop waiting on the old one; run_jobs waits on the new.
-                self._next_job.cancel()
+            self.current_concurrency = self.concurrency_modifier(self.current_concurrency)
             if not self.is_alive() or self.current_occupancy() < self.current_concurrency:
                 return
             # Full: wait for a job to end (kill_worker wakes it too). After STOP_CHECK_S ask the concurrency
@@ -209,8 +214,9 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
         last_task_count = 0
         try:
             while self.is_alive() or not self.jobs_queue.empty():
-                # Start every queued job there is room for, as the SDK does.
-                while len(tasks) < self.current_concurrency and not self.jobs_queue.empty():
+                # Start every queued job: get_jobs took it because there was room then, and a target that
+                # shrank since (CONCURRENCY_MODE=adaptive) is better met by taking no more than by holding it.
+                while not self.jobs_queue.empty():
                     self._start_job(session, self.jobs_queue.get_nowait(), tasks)
                 if tasks and len(tasks) != last_task_count:
                     rp_scale.log.info(f"Jobs in progress: {len(tasks)}")
@@ -219,19 +225,18 @@ class EventDrivenJobScaler(SDK_JOB_SCALER):
                 wake_on: set[asyncio.Future] = set(tasks)
                 if not stopping.done():
                     wake_on.add(stopping)
-                if self.is_alive() and len(tasks) < self.current_concurrency:
+                if self.is_alive():
                     if self._next_job is None:
                         self._next_job = asyncio.ensure_future(self.jobs_queue.get())
                     wake_on.add(self._next_job)
-                if not wake_on:  # stopping, nothing running, and a concurrency of 0 leaves queued jobs waiting
+                if not wake_on:  # stopping with nothing running: asyncio.wait needs something to wait on
                     await asyncio.sleep(STOP_CHECK_S)
                     continue
                 done, _ = await asyncio.wait(wake_on, return_when=asyncio.FIRST_COMPLETED, timeout=STOP_CHECK_S)
                 tasks.difference_update(done)
                 if self._next_job is not None and self._next_job.done():
                     next_job, self._next_job = self._next_job, None
-                    if not next_job.cancelled():  # cancelled: the queue was swapped; nothing was taken from it
-                        self._start_job(session, next_job.result(), tasks)
+                    self._start_job(session, next_job.result(), tasks)
         finally:
             stopping.cancel()
             await self._stop_waiting_for_jobs(session, tasks)

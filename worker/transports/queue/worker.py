@@ -11,6 +11,7 @@ from config.settings import WorkerSettings
 from worker.engine.handle import EngineHandle, EngineStartError
 from worker.engine.shutdown import exit_now
 from worker.jobs.dispatch import JobHandler
+from worker.transports.queue.concurrency import concurrency_modifier
 from worker.transports.queue.delivery import install as install_result_delivery
 from worker.transports.queue.fitness import register_fitness_checks, run_fitness_checks_now
 from worker.transports.queue.job_loop import install as install_event_driven_job_loop
@@ -31,14 +32,14 @@ def run_queue_worker(settings: WorkerSettings, argv: list[str]) -> None:
             sys.exit(1)  # the reason is logged; the platform replaces this worker
     jobs = JobHandler(settings, engine)
     exit_code = 0
-    install_event_driven_job_loop()  # a taken job starts at once, not on the SDK's next 100 ms tick
+    event_driven = install_event_driven_job_loop()  # a taken job starts at once, not on the SDK's next 100 ms tick
     install_result_delivery(settings.result_delivery_timeout_s, settings.result_delivery_grace_s)
     use_uvloop()
     try:
         runpod.serverless.start(
             {
                 "handler": collect_stream(jobs.handle) if is_local_test_run(argv) else jobs.handle,
-                "concurrency_modifier": jobs.concurrency,
+                "concurrency_modifier": concurrency_modifier(settings, engine.load, event_driven),
                 "return_aggregate_stream": True,
             }
         )
