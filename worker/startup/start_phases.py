@@ -54,6 +54,7 @@ class StartPhases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.notes: list[str] = []  # what the weights are read from, and how
         self._file: Path | None = None
 
     def record_vllm_phases(self) -> None:
@@ -69,6 +70,9 @@ class StartPhases:
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = seconds
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def read_vllm_phases(self) -> None:
         """After the engine is up: vLLM's phases (the slowest rank's, when several report one)."""
@@ -90,7 +94,13 @@ class StartPhases:
             accounted = ("download", "plan", "model load" if "model load" in seconds else "weight load", "engine init")
             seconds["other"] = max(0.0, seconds["engine ready"] - sum(seconds.get(phase, 0.0) for phase in accounted))
         order = ["download", "plan", "weight load", "model load", "compile", "graph capture", "engine init", "other", "engine ready"]
-        return ", ".join(f"{phase} {seconds[phase]:.1f} s" for phase in order if phase in seconds)
+        phases = ", ".join(f"{phase} {seconds[phase]:.1f} s" for phase in order if phase in seconds)
+        if not self.notes:
+            return phases
+        # Whatever loader ran: vLLM's default times the weights alone, the others only the whole model load.
+        weights_s = seconds.get("weight load", seconds.get("model load"))
+        timed = f" weights_load_s={weights_s:.2f}" if weights_s is not None else ""
+        return f"{phases}; {'; '.join(self.notes)}{timed}"
 
 
 def vllm_logging_config(phases_file: str) -> dict:
