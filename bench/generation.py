@@ -416,6 +416,8 @@ def main() -> None:
         help="time STARTS (default 2) compiled cold starts of fresh containers sharing a volume, then one with the cache off",
     )
     parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", action="store_true", help="weight-load time by storage and loader (bench/weights.py)")
+    parser.add_argument("--weights-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.sdk:  # --sdk must point the SDK at its stand-in before anything imports runpod; it calls this then
         from worker.transports.queue.job_loop import use_uvloop
@@ -426,6 +428,17 @@ def main() -> None:
         from bench.cold_start import child_main
 
         return child_main()
+    if args.weights or args.weights_child:
+        from bench.weights import child_main as weights_child, run_weights_bench
+
+        if args.weights_child:
+            return weights_child()
+        table, rows = run_weights_bench()
+        print(table)
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"weights": rows}, out, indent=2)
+        return
     if args.cold_start:
         from bench.cold_start import run_cold_start_bench
 

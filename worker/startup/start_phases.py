@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 # vLLM 0.32's log lines for each phase -> (phase, the regex group with its seconds).
 VLLM_PHASE_LINES = {
-    "weight load": re.compile(r"Loading weights took ([\d.]+) seconds"),
+    # vLLM's default and sharded loaders' line, or the Run:ai streamer's (its own logger) for load_format=runai_*.
+    "weight load": re.compile(r"Loading weights took ([\d.]+) seconds|\[RunAI Streamer\] Overall time to stream .*: ([\d.]+)s"),
     "model load": re.compile(r"Model loading took .* and ([\d.]+) seconds"),
     # torch.compile's own line, or the compile share vLLM reports in its engine-init line.
     "compile": re.compile(r"torch\.compile took ([\d.]+) s in total|\(compilation: ([\d.]+) s"),
@@ -97,8 +98,7 @@ class StartPhases:
         phases = ", ".join(f"{phase} {seconds[phase]:.1f} s" for phase in order if phase in seconds)
         if not self.notes:
             return phases
-        # Whatever loader ran: vLLM's default times the weights alone, the others only the whole model load.
-        weights_s = seconds.get("weight load", seconds.get("model load"))
+        weights_s = seconds.get("weight load", seconds.get("model load"))  # GPU runners time the whole model load
         timed = f" weights_load_s={weights_s:.2f}" if weights_s is not None else ""
         return f"{phases}; {'; '.join(self.notes)}{timed}"
 
@@ -113,4 +113,5 @@ def vllm_logging_config(phases_file: str) -> dict:
     config = deepcopy(VLLM_DEFAULT_LOGGING_CONFIG)
     config["handlers"]["worker_start_phases"] = {"()": f"{__name__}.PhaseRecorder", "path": phases_file}
     config["loggers"]["vllm"]["handlers"].append("worker_start_phases")
+    config["loggers"]["runai_model_streamer"] = {"handlers": ["worker_start_phases"], "level": "INFO"}
     return config
