@@ -57,8 +57,10 @@ def one_start(model: Path, timeout_s: float, **env: str) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"start failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-    strategy = re.search(r"strategy=([^;)]*?)(?: weights_load_s=|\)$|$)", done.stdout + done.stderr, re.MULTILINE)
-    return {**json.loads(lines[-1][len(RESULT_PREFIX):]), "strategy": strategy.group(1).strip() if strategy else "?"}
+    # The breakdown line: "engine ready in ... strategy=<loader> weights_load_s=<s>)".
+    ready = [line for line in (done.stdout + done.stderr).splitlines() if "engine ready in" in line]
+    strategy = re.search(r"strategy=(.*?)(?: weights_load_s=[\d.]+)?\)$", ready[-1]) if ready else None
+    return {**json.loads(lines[-1][len(RESULT_PREFIX):]), "strategy": strategy.group(1) if strategy else "?"}
 
 
 def storage_rows(model: Path, timeout_s: float) -> list[dict]:
