@@ -6,7 +6,7 @@ import argparse
 import json
 from types import ModuleType
 
-from bench import burst, cold_start, delivery, embed, generation, http, sdk, soak
+from bench import burst, cold_start, delivery, embed, generation, http, sdk, soak, weights
 
 # mode: (module, what it measures)
 MODES: dict[str, tuple[ModuleType, str]] = {
@@ -17,6 +17,7 @@ MODES: dict[str, tuple[ModuleType, str]] = {
     "http": (http, "streams through the load-balancing HTTP server vs the raw engine and vLLM's own server"),
     "burst": (burst, "a burst queued at once at the RunPod stand-in, per CONCURRENCY_MODE; then a second worker starting late"),
     "cold-start": (cold_start, "compiled cold starts of fresh containers sharing a volume's compile cache"),
+    "weights": (weights, "weight-load time by storage (local, emulated network volume) and loader; pre-sharded TP 2"),
     "delivery": (delivery, "results and streams through the SDK while RunPod's API refuses a share of the posts"),
 }
 # The SDK bench points the SDK at its stand-in before anything imports runpod, and sets the loop itself.
@@ -30,10 +31,13 @@ def main() -> None:
         mode = modes.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(mode)
         mode.add_argument("--json", help="also write the results to this file")
-    modes.add_parser("cold-start-child")  # one start inside cold-start's fresh container
+    # One start inside a fresh process of cold-start or weights.
+    children = {"cold-start-child": cold_start.child_main, "weights-child": weights.child_main}
+    for name in children:
+        modes.add_parser(name)
     args = parser.parse_args()
-    if args.mode == "cold-start-child":
-        return cold_start.run_child(args)
+    if args.mode in children:
+        return children[args.mode]()
     if args.mode not in OWN_EVENT_LOOP:
         from worker.transports.queue.job_loop import use_uvloop
 

@@ -94,7 +94,3 @@ def run(args: argparse.Namespace) -> dict:
     table, rows = run_cold_start_bench(args.starts)
     print(table)
     return {"cold_starts": rows}
-
-
-def run_child(_args: argparse.Namespace) -> None:
-    child_main()

@@ -136,6 +136,12 @@ class WorkerSettings(BaseSettings):
         description="Where the network volume is mounted; default /runpod-volume, where RunPod mounts it. "
         "The model cache and the compile cache go there when it exists.",
     )
+    preshard: bool = Field(
+        default=False,
+        description="With TENSOR_PARALLEL_SIZE x PIPELINE_PARALLEL_SIZE > 1: the first start writes vLLM's "
+        "pre-sharded weights next to the model cache (per model, revision, TP, PP, dtype and quantization), "
+        "and later starts load them, each GPU reading only its own part.",
+    )
     compile_cache_on_volume: bool = Field(
         default=True,
         description="Keep vLLM's and torch's compile caches on the network volume (per vLLM version, model, "

@@ -59,6 +59,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.tool_parsers import ToolParserManager
 from vllm.usage.usage_lib import UsageContext
 from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.utils.cpu_resource_utils import get_cgroup_memory_limit, get_cgroup_memory_usage
 from vllm.utils.gc_utils import freeze_gc_heap
 from vllm.utils.import_utils import import_plugin
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -116,6 +117,8 @@ __all__ = [
     "create_error_response",
     "freeze_gc_heap",
     "get_prometheus_registry",
+    "get_cgroup_memory_limit",
+    "get_cgroup_memory_usage",
     "import_plugin",
     "init_app_state",
     "make_arg_parser",

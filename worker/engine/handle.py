@@ -21,6 +21,7 @@ from worker.engine.load import EngineLoadSignal
 from worker.model_files.adapters import Adapter
 from worker.startup.cluster import join_failure
 from worker.startup.prepare import prepare_engine
+from worker.startup.preshard import PendingPreshard, write_preshard
 from worker.startup.start_phases import StartPhases
 from worker.vllm_api import AsyncLLM, freeze_gc_heap
 
@@ -68,6 +69,7 @@ class EngineHandle:
         self.adapters: list[Adapter] = []  # LORA_MODULES, fetched, once the engine is built
         self.start_phases: dict[str, float] = {}  # seconds per phase of the engine build
         self.load = EngineLoadSignal()  # the engine's running/waiting requests, from its per-step stats
+        self._pending_preshard: PendingPreshard | None = None  # written by the first get(), in the jobs' loop
 
     @property
     def engine(self) -> AsyncLLM | None:
@@ -81,6 +83,9 @@ class EngineHandle:
             # shield: one cancelled job must not cancel the build the others wait for.
             # A failed build raises the same EngineStartError in every waiting job.
             self._engine = await asyncio.shield(self._start)
+        if self._pending_preshard is not None:
+            pending, self._pending_preshard = self._pending_preshard, None
+            await write_preshard(self._engine, pending)
         self._ensure_watchdog()
         return self._engine
 
@@ -101,6 +106,7 @@ class EngineHandle:
         phases = StartPhases()
         prepared = prepare_engine(self.settings, phases)
         args, self.adapters = prepared.args, prepared.adapters
+        self._pending_preshard = prepared.preshard
         phases.record_vllm_phases()
         try:
             engine = AsyncLLM.from_engine_args(args, stat_loggers=[self.load.stat_logger])

@@ -22,7 +22,9 @@ from worker.parallel.layout import plan_parallelism, visible_gpus
 from worker.startup.compile_cache import use_volume_compile_cache
 from worker.startup.engine_args import build_engine_args, parsed_engine_arg_env
 from worker.startup.environment import set_variable
+from worker.startup.preshard import PendingPreshard, plan_preshard
 from worker.startup.start_phases import StartPhases
+from worker.startup.weight_loading import plan_weight_loading
 from worker.vllm_api import AsyncEngineArgs
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 class PreparedEngine:
     args: AsyncEngineArgs
     adapters: list[Adapter]  # LORA_MODULES, as fetched
+    preshard: PendingPreshard | None = None  # pre-sharded weights to write once the engine is up
 
 
 def prepare_engine(settings: WorkerSettings, phases: StartPhases | None = None) -> PreparedEngine:
@@ -53,14 +56,19 @@ def prepare_engine(settings: WorkerSettings, phases: StartPhases | None = None) 
     log.info("parallelism: %s", plan.summary)
     for warning in plan.warnings:
         log.warning("%s", warning)
-    args = build_engine_args(
-        settings, model_path, plan.tensor_parallel_size, plan.pipeline_parallel_size, sized=sized
+    tp, pp = plan.tensor_parallel_size, plan.pipeline_parallel_size
+    preshard = plan_preshard(settings, model_path, tp, pp, given)
+    storage, loading = plan_weight_loading(
+        preshard.model_path, given, ranks_here=max(1, tp * pp // settings.cluster_nodes), presharded=preshard.presharded
     )
+    sized.update(loading.engine_args)
+    args = build_engine_args(settings, preshard.model_path, tp, pp, sized=sized)
     # Before the engine starts: its processes read the cache folders from the environment.
     use_volume_compile_cache(settings, plan.tensor_parallel_size, plan.pipeline_parallel_size, gpus.names)
     if phases is not None:
         phases.add("download", downloaded - started)
         phases.add("plan", time.perf_counter() - downloaded)
+        phases.note(f"{storage.summary()} strategy={loading.strategy}")
     log.info(
         "building the vLLM engine: model=%s tensor_parallel_size=%d pipeline_parallel_size=%d dtype=%s",
         settings.model_name,
@@ -68,4 +76,4 @@ def prepare_engine(settings: WorkerSettings, phases: StartPhases | None = None) 
         plan.pipeline_parallel_size,
         settings.dtype,
     )
-    return PreparedEngine(args, adapters)
+    return PreparedEngine(args, adapters, preshard.pending)

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 # vLLM 0.32's log lines for each phase -> (phase, the regex group with its seconds).
 VLLM_PHASE_LINES = {
-    "weight load": re.compile(r"Loading weights took ([\d.]+) seconds"),
+    # vLLM's default and sharded loaders' line, or the Run:ai streamer's (its own logger) for load_format=runai_*.
+    "weight load": re.compile(r"Loading weights took ([\d.]+) seconds|\[RunAI Streamer\] Overall time to stream .*: ([\d.]+)s"),
     "model load": re.compile(r"Model loading took .* and ([\d.]+) seconds"),
     # torch.compile's own line, or the compile share vLLM reports in its engine-init line.
     "compile": re.compile(r"torch\.compile took ([\d.]+) s in total|\(compilation: ([\d.]+) s"),
@@ -56,6 +57,7 @@ class StartPhases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.notes: list[str] = []  # what the weights are read from, and how
         self._file: Path | None = None
 
     def record_vllm_phases(self) -> None:
@@ -71,6 +73,9 @@ class StartPhases:
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = seconds
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def read_vllm_phases(self) -> None:
         """After the engine is up: vLLM's phases (the slowest rank's, when several report one)."""
@@ -92,7 +97,12 @@ class StartPhases:
             accounted = ("download", "plan", "model load" if "model load" in seconds else "weight load", "engine init")
             seconds["other"] = max(0.0, seconds["engine ready"] - sum(seconds.get(phase, 0.0) for phase in accounted))
         order = ["download", "plan", "weight load", "model load", "compile", "graph capture", "engine init", "other", "engine ready"]
-        return ", ".join(f"{phase} {seconds[phase]:.1f} s" for phase in order if phase in seconds)
+        phases = ", ".join(f"{phase} {seconds[phase]:.1f} s" for phase in order if phase in seconds)
+        if not self.notes:
+            return phases
+        weights_s = seconds.get("weight load", seconds.get("model load"))  # GPU runners time the whole model load
+        timed = f" weights_load_s={weights_s:.2f}" if weights_s is not None else ""
+        return f"{phases}; {'; '.join(self.notes)}{timed}"
 
 
 def vllm_logging_config(phases_file: str) -> dict:
@@ -105,4 +115,5 @@ def vllm_logging_config(phases_file: str) -> dict:
     config = deepcopy(VLLM_DEFAULT_LOGGING_CONFIG)
     config["handlers"]["worker_start_phases"] = {"()": f"{__name__}.PhaseRecorder", "path": phases_file}
     config["loggers"]["vllm"]["handlers"].append("worker_start_phases")
+    config["loggers"]["runai_model_streamer"] = {"handlers": ["worker_start_phases"], "level": "INFO"}
     return config
