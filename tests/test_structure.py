@@ -206,3 +206,10 @@ def test_no_runtime_function_is_over_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long
+
+
+def test_tests_share_code_through_helpers_not_other_test_modules():
+    """Test files sit in folders that are not packages: one test module cannot import another."""
+    found = [(str(path.relative_to(ROOT)), module) for path in sorted((ROOT / "tests").rglob("test_*.py"))
+             for module in imported_modules(path) if module.split(".")[-1].startswith("test_")]
+    assert not found

@@ -4,8 +4,10 @@ nothing reads outside the repository."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +108,13 @@ def run_local_mode(tiny_model: Path, job_input: dict, timeout: float = 300, **en
         text=True,
         timeout=timeout,
     )
+
+
+GREEDY_JOB = {"prompt": "The capital of France is", "sampling_params": {"temperature": 0, "max_tokens": 32}}
+
+
+def job_result(stdout: str) -> dict:
+    """The SDK's local mode logs `Job result: {...}` (a Python dict repr) once the job ends."""
+    match = re.search(r"Job result: (\{.*\})\s*$", stdout, re.MULTILINE)
+    assert match, stdout[-3000:]
+    return ast.literal_eval(match.group(1))

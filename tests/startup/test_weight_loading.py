@@ -10,8 +10,7 @@ import pytest
 
 from config.settings import load_settings
 from devtools.slow_volume import SlowVolume, fuse_unavailable_reason
-from tests.helpers import run_local_mode
-from tests.test_local_mode import GREEDY_JOB, job_result
+from tests.helpers import GREEDY_JOB, job_result, run_local_mode
 from worker.startup.preshard import MANIFEST_NAME, is_complete, preshard_key, preshard_root
 
 

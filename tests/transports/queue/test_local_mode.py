@@ -6,23 +6,13 @@ equal those at 1, and an invalid size fails fast, before vLLM is built.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import time
 
 import pytest
 
-from tests.helpers import ROOT, job_error, run_local_mode, worker_env
-
-GREEDY_JOB = {"prompt": "The capital of France is", "sampling_params": {"temperature": 0, "max_tokens": 32}}
-
-
-def job_result(stdout: str) -> dict:
-    """The SDK's local mode logs `Job result: {...}` (a Python dict repr) once the job ends."""
-    match = re.search(r"Job result: (\{.*\})\s*$", stdout, re.MULTILINE)
-    assert match, stdout[-3000:]
-    return ast.literal_eval(match.group(1))
+from tests.helpers import GREEDY_JOB, ROOT, job_error, job_result, run_local_mode, worker_env
 
 
 def test_test_input_json_at_the_root_is_valid_and_runs(tiny_model):
