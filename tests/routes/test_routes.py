@@ -6,6 +6,9 @@ routes vLLM registers and with docs/openai-routes.md."""
 from __future__ import annotations
 
 import importlib.util
+import logging
+import subprocess
+import sys
 
 import anthropic
 import openai
@@ -148,7 +151,16 @@ def test_unknown_route_answers_404_in_openai_shape(loop, job_handler):
 # --- the table, vLLM and the docs ---------------------------------------------------------------------
 
 
-def test_every_route_vllm_registers_is_served_or_listed_with_its_reason(loop, engine_handle, routes):
+@pytest.fixture
+def root_log_level_kept():
+    """vLLM's SageMaker routes import model_hosting_container_standards, which sets the root logger to ERROR on
+    import: later tests' caplog would see no warning."""
+    level = logging.root.level
+    yield
+    logging.root.setLevel(level)
+
+
+def test_every_route_vllm_registers_is_served_or_listed_with_its_reason(loop, engine_handle, routes, root_log_level_kept):
     from fastapi import FastAPI
     from vllm.entrypoints.launchers.api_server.routers import register_api_routers
 
@@ -161,6 +173,21 @@ def test_every_route_vllm_registers_is_served_or_listed_with_its_reason(loop, en
     assert registered - table - set(NOT_SERVED) == set(), "add these to worker/routes/table.py ROUTES or NOT_SERVED"
     assert set(routes.served) <= registered, "the worker serves a route vllm serve would not for this model"
     assert set(routes.served) == registered & table
+
+
+def test_the_worker_never_imports_what_silences_its_logs():
+    """vLLM's route registration (not used here: the worker's own table serves) imports a package that sets the
+    root logger and its handlers to ERROR; every worker module imports without it."""
+    walk = (
+        "import importlib, logging, pkgutil, sys, worker\n"
+        "for module in pkgutil.walk_packages(worker.__path__, 'worker.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "print('model_hosting_container_standards' in sys.modules, logging.root.level)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", walk], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported, root_level = result.stdout.split()[-2:]
+    assert imported == "False" and int(root_level) <= logging.WARNING, result.stdout
 
 
 def test_readme_route_table_is_generated_from_the_table():
