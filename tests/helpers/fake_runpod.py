@@ -9,7 +9,7 @@ from pathlib import Path
 
 from devtools.runpod_standin import FakeRunPod, free_port
 
-__all__ = ["FakeRunPod", "WorkerProcess", "free_port"]
+__all__ = ["FakeRunPod", "WorkerProcess", "free_port", "warmed_worker"]
 
 
 class WorkerProcess:
@@ -48,3 +48,18 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         self._log.close()
+
+
+def warmed_worker(
+    root: Path, platform: FakeRunPod, env: dict[str, str], log_path: Path, cwd: Path | None = None, timeout: float = 240
+) -> WorkerProcess:
+    """A worker against `platform` that has run one short job (so its engine is built); its log's tail in the
+    failure when it does not get there in `timeout` seconds."""
+    process = WorkerProcess(root, env, log_path, cwd=cwd)
+    platform.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
+    try:
+        platform.wait_for_results(["warm-up"], timeout=timeout)
+    except TimeoutError:
+        process.stop()
+        raise AssertionError(process.log()[-5000:]) from None
+    return process

@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import load_settings
 from tests.helpers import ROOT, worker_env
-from tests.helpers.fake_runpod import FakeRunPod, WorkerProcess
+from tests.helpers.fake_runpod import FakeRunPod, warmed_worker
 from worker.engine.load import (
     CALM_STEPS,
     KV_HIGH_WATER,
@@ -210,10 +210,8 @@ def run_burst(tiny_model, log_path, mode: str) -> tuple[dict[str, str], list[int
     # Its own working directory: the SDK's file of jobs in progress there starts empty.
     workdir = log_path.parent / mode
     workdir.mkdir()
-    process = WorkerProcess(ROOT, env, log_path, cwd=workdir)
+    process = warmed_worker(ROOT, platform, env, log_path, cwd=workdir)
     try:
-        platform.submit("warm", {"prompt": "warm", "sampling_params": {"max_tokens": 2}})
-        platform.wait_for_results(["warm"], timeout=240)
         ids = [f"burst-{i}" for i in range(BURST)]
         platform.submit_burst([(job_id, burst_job(i)) for i, job_id in enumerate(ids)])
         results = platform.wait_for_results(ids, timeout=300)

@@ -15,7 +15,7 @@ from runpod.version import __version__ as runpod_version
 
 from devtools.runpod_standin import Faults
 from tests.helpers import ROOT, worker_env
-from tests.helpers.fake_runpod import FakeRunPod, WorkerProcess
+from tests.helpers.fake_runpod import FakeRunPod, warmed_worker
 from worker.transports.queue import delivery
 from worker.transports.queue.job_loop import EventDrivenJobScaler
 
@@ -65,13 +65,7 @@ def worker(platform, tiny_model, tmp_path_factory):
         RESULT_DELIVERY_GRACE_S=str(GRACE_S),
         **platform.env(),
     )
-    process = WorkerProcess(ROOT, env, tmp_path_factory.mktemp("worker") / "worker.log")
-    platform.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
-    try:
-        platform.wait_for_results(["warm-up"], timeout=300)
-    except TimeoutError:
-        process.stop()
-        raise AssertionError(process.log()[-5000:])
+    process = warmed_worker(ROOT, platform, env, tmp_path_factory.mktemp("worker") / "worker.log", timeout=300)
     yield process
     process.stop()
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.helpers import ROOT, worker_env
-from tests.helpers.fake_runpod import FakeRunPod, WorkerProcess
+from tests.helpers.fake_runpod import FakeRunPod, WorkerProcess, warmed_worker
 
 SECRET_TOKEN = "hf_TESTSECRETdoNotLeak0123456789"
 SECRET_API_KEY = "rpa_TESTAPIKEYdoNotLeak9876543210"
@@ -37,14 +37,8 @@ def worker(platform, tiny_model, tmp_path_factory):
         STREAM_FLUSH_INTERVAL_MS="50",
         **platform.env(RUNPOD_AI_API_KEY=SECRET_API_KEY),
     )
-    process = WorkerProcess(ROOT, env, tmp_path_factory.mktemp("worker") / "worker.log")
     # The first job waits for the engine build; then the worker is warm for the rest.
-    platform.submit("warm-up", {"prompt": "warm", "sampling_params": {"max_tokens": 4}})
-    try:
-        platform.wait_for_results(["warm-up"], timeout=240)
-    except TimeoutError:
-        process.stop()
-        raise AssertionError(process.log()[-5000:])
+    process = warmed_worker(ROOT, platform, env, tmp_path_factory.mktemp("worker") / "worker.log")
     yield process
     process.stop()
 
@@ -93,13 +87,17 @@ def test_cancel_through_the_stop_channel_stops_the_job_and_the_worker_goes_on(pl
         time.sleep(0.05)
     assert platform.streams.get("to-cancel"), "the job should have started streaming"
     platform.cancel("to-cancel")
-    time.sleep(2.0)
+    # The SDK takes the stop at its next stop-channel poll (it waits 1 s between empty ones), a busy machine later.
+    deadline = time.monotonic() + 60
+    while "Job stopped." not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = worker.log()
+    assert "Stopping job." in log and "Job stopped." in log, log[-6000:]
+    time.sleep(1.0)  # a chunk already on the wire as the job stopped
     streamed_after_cancel = len(platform.streams["to-cancel"])
     time.sleep(1.5)
     assert len(platform.streams["to-cancel"]) == streamed_after_cancel, "no chunks after the job was stopped"
     assert "to-cancel" not in platform.results
-    log = worker.log()
-    assert "Stopping job." in log
     # vLLM logs the abort it received for the job's request.
     platform.submit("after-cancel", {"prompt": "next", "sampling_params": {"max_tokens": 4}})
     assert "error" not in platform.wait_for_results(["after-cancel"], timeout=60)["after-cancel"]
