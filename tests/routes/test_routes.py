@@ -153,11 +153,14 @@ def test_unknown_route_answers_404_in_openai_shape(loop, job_handler):
 
 @pytest.fixture
 def root_log_level_kept():
-    """vLLM's SageMaker routes import model_hosting_container_standards, which sets the root logger to ERROR on
-    import: later tests' caplog would see no warning."""
+    """vLLM's SageMaker routes import model_hosting_container_standards, which sets the root logger and its
+    handlers to ERROR on import: later tests' caplog would see no warning."""
     level = logging.root.level
+    handler_levels = [(handler, handler.level) for handler in logging.root.handlers]
     yield
     logging.root.setLevel(level)
+    for handler, handler_level in handler_levels:
+        handler.setLevel(handler_level)
 
 
 def test_every_route_vllm_registers_is_served_or_listed_with_its_reason(loop, engine_handle, routes, root_log_level_kept):
