@@ -65,6 +65,7 @@ class FakeRunPod:
         self.results: dict[str, dict[str, Any]] = {}
         self.result_counts: dict[str, int] = defaultdict(int)
         self.to_stop: list[str] = []
+        self.stops_handed: list[tuple[float, list[str]]] = []  # (time.perf_counter(), ids) per stop poll answered
         self.requests_seen: list[str] = []
         # time.perf_counter() of each job's submit and of its first stream POST's arrival (the bench's TTFT).
         self.submitted_at: dict[str, float] = {}
@@ -267,6 +268,7 @@ class FakeRunPod:
             with self._lock:
                 if self.to_stop:
                     ids, self.to_stop = self.to_stop, []
+                    self.stops_handed.append((time.perf_counter(), ids))
                     return web.json_response({"jobsToStop": ids})
             await asyncio.sleep(0.02)
         return web.Response(status=204)

@@ -92,7 +92,8 @@ def test_cancel_through_the_stop_channel_stops_the_job_and_the_worker_goes_on(pl
     while "Job stopped." not in worker.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     log = worker.log()
-    assert "Stopping job." in log and "Job stopped." in log, log[-6000:]
+    handed = f"stop polls answered: {platform.stops_handed}, still to hand out: {platform.to_stop}"
+    assert "Stopping job." in log and "Job stopped." in log, f"{handed}\n{log[-6000:]}"
     time.sleep(1.0)  # a chunk already on the wire as the job stopped
     streamed_after_cancel = len(platform.streams["to-cancel"])
     time.sleep(1.5)
